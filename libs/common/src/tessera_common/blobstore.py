@@ -1,0 +1,231 @@
+"""The blob-store port and its obstore implementation (LocalStore and S3Store).
+
+Object storage is Tessera's system of record (ARCHITECTURE invariant 4). Everything here
+streams: uploads are written chunk by chunk, reads are ranged or iterated, and the synchronous
+``open_reader`` gives parsers (pydicom, in a worker thread) a seekable file that fetches only
+the bytes it touches.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from typing import IO, Protocol, cast
+
+import obstore
+from obstore.exceptions import NotFoundError
+from obstore.store import LocalStore, S3Store
+
+from .settings import Settings
+
+_KEY_PATTERN = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
+READ_CHUNK = 1024 * 1024
+
+
+class BlobNotFoundError(KeyError):
+    """The object does not exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    key: str
+    size: int
+
+
+def check_key(key: str) -> str:
+    """Keys are built only from validated UIDs and generated names; refuse anything else so a
+    bug can never turn into a path traversal (``..`` components are rejected too)."""
+    if not _KEY_PATTERN.fullmatch(key) or any(p in {".", ".."} for p in key.split("/")):
+        raise ValueError(f"illegal object key {key!r}")
+    return key
+
+
+class BlobStore(Protocol):
+    """What services need from object storage."""
+
+    async def put(self, key: str, data: bytes) -> None: ...
+
+    async def put_stream(self, key: str, chunks: AsyncIterable[bytes]) -> int: ...
+
+    async def get(self, key: str) -> bytes: ...
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes: ...
+
+    def stream(
+        self, key: str, start: int | None = None, end: int | None = None
+    ) -> AsyncIterator[bytes]: ...
+
+    async def head(self, key: str) -> BlobInfo | None: ...
+
+    async def rename(self, src: str, dst: str) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    def list(self, prefix: str) -> AsyncIterator[BlobInfo]: ...
+
+    def open_reader(self, key: str, size: int | None = None) -> IO[bytes]: ...
+
+    async def ping(self) -> None: ...
+
+
+class ObjectStoreBlobs:
+    """``BlobStore`` over any obstore store: ``LocalStore`` embedded, ``S3Store`` distributed."""
+
+    def __init__(self, store: LocalStore | S3Store, *, multipart_chunk: int = 8 * 1024 * 1024):
+        self._store = store
+        self._chunk = multipart_chunk
+
+    async def put(self, key: str, data: bytes) -> None:
+        await obstore.put_async(self._store, check_key(key), data, use_multipart=False)
+
+    async def put_stream(self, key: str, chunks: AsyncIterable[bytes]) -> int:
+        """Write ``chunks`` to ``key``; returns the byte count. Memory stays bounded by the
+        multipart chunk size; the object appears only when complete (atomic put)."""
+        total = 0
+
+        async def counted() -> AsyncIterator[bytes]:
+            nonlocal total
+            async for chunk in chunks:
+                total += len(chunk)
+                yield chunk
+
+        await obstore.put_async(
+            self._store,
+            check_key(key),
+            counted(),
+            chunk_size=self._chunk,
+            max_concurrency=4,
+        )
+        return total
+
+    async def get(self, key: str) -> bytes:
+        try:
+            result = await obstore.get_async(self._store, check_key(key))
+            return bytes(await result.bytes_async())
+        except (NotFoundError, FileNotFoundError) as exc:
+            raise BlobNotFoundError(key) from exc
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        try:
+            data = await obstore.get_range_async(self._store, check_key(key), start=start, end=end)
+        except (NotFoundError, FileNotFoundError) as exc:
+            raise BlobNotFoundError(key) from exc
+        return bytes(data)
+
+    async def stream(
+        self, key: str, start: int | None = None, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        options: dict[str, object] = {}
+        if start is not None or end is not None:
+            info = None
+            if end is None:
+                info = await self.head(key)
+                if info is None:
+                    raise BlobNotFoundError(key)
+            options["range"] = (start or 0, end if end is not None else cast(BlobInfo, info).size)
+        try:
+            result = await obstore.get_async(
+                self._store,
+                check_key(key),
+                options=options,  # type: ignore[arg-type]
+            )
+        except (NotFoundError, FileNotFoundError) as exc:
+            raise BlobNotFoundError(key) from exc
+        async for chunk in result.stream(min_chunk_size=READ_CHUNK):
+            yield bytes(chunk)
+
+    async def head(self, key: str) -> BlobInfo | None:
+        try:
+            meta = await obstore.head_async(self._store, check_key(key))
+        except (NotFoundError, FileNotFoundError):
+            return None
+        return BlobInfo(key=key, size=int(meta["size"]))
+
+    async def rename(self, src: str, dst: str) -> None:
+        try:
+            await obstore.rename_async(self._store, check_key(src), check_key(dst))
+        except (NotFoundError, FileNotFoundError) as exc:
+            raise BlobNotFoundError(src) from exc
+
+    async def delete(self, key: str) -> None:
+        try:
+            await obstore.delete_async(self._store, check_key(key))
+        except (NotFoundError, FileNotFoundError):
+            return
+
+    async def list(self, prefix: str) -> AsyncIterator[BlobInfo]:
+        async for batch in obstore.list(self._store, prefix=prefix.rstrip("/") or None):
+            for meta in batch:
+                yield BlobInfo(key=str(meta["path"]), size=int(meta["size"]))
+
+    def open_reader(self, key: str, size: int | None = None) -> IO[bytes]:
+        """A synchronous, seekable reader (for a worker thread) that fetches by range."""
+        reader = obstore.open_reader(
+            self._store, check_key(key), buffer_size=256 * 1024, size=size
+        )
+        return cast(IO[bytes], _ReaderAdapter(reader))
+
+    async def ping(self) -> None:
+        """Raise when the store cannot be listed (readiness probe)."""
+        async for _ in obstore.list(self._store, prefix="ping-probe", chunk_size=1):
+            break
+
+
+class _ReaderAdapter:
+    """Gives obstore's ``ReadableFile`` the plain-``bytes`` reads pydicom expects."""
+
+    def __init__(self, reader: obstore.ReadableFile) -> None:
+        self._reader = reader
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return bytes(self._reader.read())
+        return bytes(self._reader.read(size))
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._reader.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._reader.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._reader.close()
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def __enter__(self) -> _ReaderAdapter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_blob_store(settings: Settings) -> ObjectStoreBlobs:
+    """Build the blob store ``settings`` ask for."""
+    if settings.blob_backend == "local":
+        root = settings.resolved_blob_root
+        root.mkdir(parents=True, exist_ok=True)
+        return ObjectStoreBlobs(LocalStore(str(root.resolve()), mkdir=True))
+    config: dict[str, object] = {"region": settings.s3_region}
+    if settings.s3_endpoint:
+        config["endpoint"] = settings.s3_endpoint
+    if settings.s3_access_key_id:
+        config["access_key_id"] = settings.s3_access_key_id
+    if settings.s3_secret_access_key:
+        config["secret_access_key"] = settings.s3_secret_access_key
+    client_options = {"allow_http": True} if settings.s3_allow_http else None
+    store = S3Store(
+        settings.s3_bucket,
+        config=config,  # type: ignore[arg-type]
+        client_options=client_options,  # type: ignore[arg-type]
+    )
+    return ObjectStoreBlobs(store)

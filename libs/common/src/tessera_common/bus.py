@@ -1,0 +1,236 @@
+"""The message bus on nats-py: request/reply in queue groups and durable JetStream events.
+
+Every request and event carries the W3C trace context in its headers. A handler's
+``TesseraError`` travels back as headers (``Tessera-Error-Code`` / ``Tessera-Error-Reason``,
+in the manner of ``Nats-Service-Error-Code``) and is raised again on the requesting side, so the
+gateway can answer with the right HTTP status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import nats
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import StorageType, StreamConfig
+from opentelemetry import trace
+from pydantic import ValidationError
+
+from .errors import ErrorCode, TesseraError
+from .messages import EVENTS_STREAM, EVENTS_SUBJECTS, Message
+from .telemetry import extract_context, inject_headers, tracer
+
+ERROR_CODE_HEADER = "Tessera-Error-Code"
+ERROR_REASON_HEADER = "Tessera-Error-Reason"
+NO_RESPONDER_RETRY_SECONDS = 5.0
+
+ReqT = TypeVar("ReqT", bound=Message)
+RepT = TypeVar("RepT", bound=Message)
+Handler = Callable[[ReqT], Awaitable[Message]]
+
+log = logging.getLogger(__name__)
+
+
+def service_of(subject: str) -> str:
+    """``tessera.v1.store.ingest`` -> ``store``."""
+    parts = subject.split(".")
+    return parts[2] if len(parts) > 2 else subject
+
+
+class Bus:
+    """A connected NATS client with Tessera's conventions."""
+
+    def __init__(self, nc: NatsClient, *, request_timeout: float) -> None:
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream()
+        self._timeout = request_timeout
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._tracer = tracer("tessera.bus")
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, name: str, request_timeout: float = 60.0, connect_timeout: float = 10.0
+    ) -> Bus:
+        """Connect, retrying until ``connect_timeout`` so services may start before NATS."""
+        deadline = time.monotonic() + connect_timeout
+        while True:
+            try:
+                nc = await nats.connect(
+                    servers=[url],
+                    name=name,
+                    connect_timeout=2,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    allow_reconnect=True,
+                )
+                return cls(nc, request_timeout=request_timeout)
+            except (OSError, nats.errors.NoServersError, nats.errors.TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+    @property
+    def client(self) -> NatsClient:
+        return self._nc
+
+    @property
+    def jetstream(self) -> JetStreamContext:
+        return self._js
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
+    async def ensure_streams(self) -> None:
+        """Create the durable event stream (JetStream file storage) if it does not exist."""
+        config = StreamConfig(
+            name=EVENTS_STREAM,
+            subjects=list(EVENTS_SUBJECTS),
+            storage=StorageType.FILE,
+            max_age=7 * 24 * 3600,
+        )
+        try:
+            await self._js.stream_info(EVENTS_STREAM)
+        except nats.js.errors.NotFoundError:
+            await self._js.add_stream(config)
+
+    async def request(
+        self,
+        subject: str,
+        message: Message,
+        reply_type: type[RepT],
+        *,
+        timeout: float | None = None,
+    ) -> RepT:
+        """Send ``message`` to the queue group serving ``subject`` and parse the reply.
+
+        A service that is restarting is waited for briefly (no responders is safe to retry:
+        the request was never delivered). Raises ``TesseraError`` for remote errors,
+        ``SERVICE_UNAVAILABLE`` when nobody serves the subject and ``TIMEOUT`` when no reply
+        comes in time.
+        """
+        payload = message.model_dump_json().encode()
+        timeout = timeout or self._timeout
+        deadline = time.monotonic() + NO_RESPONDER_RETRY_SECONDS
+        with self._tracer.start_as_current_span(subject, kind=trace.SpanKind.CLIENT):
+            headers = inject_headers({})
+            while True:
+                try:
+                    reply = await self._nc.request(
+                        subject, payload, timeout=timeout, headers=headers
+                    )
+                    break
+                except nats.errors.NoRespondersError as exc:
+                    if time.monotonic() > deadline:
+                        raise TesseraError(
+                            ErrorCode.SERVICE_UNAVAILABLE,
+                            f"the {service_of(subject)} service is not running; retry later",
+                        ) from exc
+                    await asyncio.sleep(0.1)
+                except nats.errors.TimeoutError as exc:
+                    raise TesseraError(
+                        ErrorCode.TIMEOUT,
+                        f"the {service_of(subject)} service did not answer within {timeout:g} s",
+                    ) from exc
+        return self._parse_reply(reply, reply_type)
+
+    @staticmethod
+    def _parse_reply(reply: Msg, reply_type: type[RepT]) -> RepT:
+        headers = reply.headers or {}
+        code = headers.get(ERROR_CODE_HEADER)
+        if code is not None:
+            try:
+                error_code = ErrorCode(code)
+            except ValueError:
+                error_code = ErrorCode.INTERNAL
+            raise TesseraError(error_code, headers.get(ERROR_REASON_HEADER, "remote error"))
+        return reply_type.model_validate_json(reply.data)
+
+    async def serve(
+        self,
+        subject: str,
+        request_type: type[ReqT],
+        handler: Handler[ReqT],
+        *,
+        queue: str,
+        concurrency: int = 16,
+    ) -> None:
+        """Answer ``subject`` in queue group ``queue``, up to ``concurrency`` at a time."""
+        limit = asyncio.Semaphore(concurrency)
+
+        async def on_message(msg: Msg) -> None:
+            await limit.acquire()
+            task = asyncio.create_task(self._handle(msg, request_type, handler, limit))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        await self._nc.subscribe(subject, queue=queue, cb=on_message)
+
+    async def _handle(
+        self,
+        msg: Msg,
+        request_type: type[ReqT],
+        handler: Handler[ReqT],
+        limit: asyncio.Semaphore,
+    ) -> None:
+        try:
+            context = extract_context(msg.headers)
+            with self._tracer.start_as_current_span(
+                msg.subject, context=context, kind=trace.SpanKind.SERVER
+            ) as span:
+                try:
+                    request = request_type.model_validate_json(msg.data)
+                    reply = await handler(request)
+                except ValidationError as exc:
+                    await self._reply_error(
+                        msg, ErrorCode.BAD_REQUEST, f"malformed {msg.subject} message: {exc}"
+                    )
+                    return
+                except TesseraError as exc:
+                    span.set_attribute("tessera.error", exc.code.value)
+                    await self._reply_error(msg, exc.code, exc.reason)
+                    return
+                except Exception as exc:
+                    log.exception("handler for %s failed", msg.subject)
+                    span.record_exception(exc)
+                    await self._reply_error(
+                        msg, ErrorCode.INTERNAL, f"{type(exc).__name__} while serving request"
+                    )
+                    return
+                if msg.reply:
+                    await self._nc.publish(msg.reply, reply.model_dump_json().encode())
+        finally:
+            limit.release()
+
+    async def _reply_error(self, msg: Msg, code: ErrorCode, reason: str) -> None:
+        if not msg.reply:
+            return
+        # Header values must stay on one line.
+        reason = " ".join(reason.split())[:1000]
+        await self._nc.publish(
+            msg.reply, b"", headers={ERROR_CODE_HEADER: code.value, ERROR_REASON_HEADER: reason}
+        )
+
+    async def publish_event(self, subject: str, message: Message, *, msg_id: str) -> None:
+        """Publish a durable event; returns once JetStream has stored it.
+
+        ``msg_id`` enables JetStream's duplicate window, so a retried publish is stored once.
+        """
+        headers = inject_headers({"Nats-Msg-Id": msg_id})
+        await self._js.publish(
+            subject, message.model_dump_json().encode(), headers=headers, timeout=self._timeout
+        )
+
+    async def close(self) -> None:
+        """Let in-flight handlers finish, then drain and close the connection."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=10)
+        if not self._nc.is_closed:
+            await self._nc.drain()

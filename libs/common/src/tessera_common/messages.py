@@ -1,0 +1,194 @@
+"""The bus contract: one typed model per NATS subject, versioned subjects.
+
+Subjects are ``tessera.v1.<service>.<verb>`` for request/reply (served in a queue group named
+after the service) and ``tessera.v1.events.<noun>.<verb>`` for durable JetStream events.
+Messages carry references to objects in the blob store, never pixel data, and stay far below
+the 1 MiB NATS limit (ARCHITECTURE invariant 6).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Subject(StrEnum):
+    STORE_INGEST = "tessera.v1.store.ingest"
+    STORE_PING = "tessera.v1.store.ping"
+    QUERY_INDEX = "tessera.v1.query.index"
+    QUERY_SEARCH = "tessera.v1.query.search"
+    QUERY_LOCATE = "tessera.v1.query.locate"
+    QUERY_PING = "tessera.v1.query.ping"
+    EVENT_INSTANCE_STORED = "tessera.v1.events.instance.stored"
+
+
+EVENTS_STREAM = "TESSERA_EVENTS"
+EVENTS_SUBJECTS = ("tessera.v1.events.>",)
+
+#: Replies are cut into pages well below the NATS payload limit; the gateway asks for more.
+PAGE_BYTES = 512 * 1024
+#: Instance records larger than this travel by reference (their sidecar object) instead.
+INLINE_RECORD_BYTES = 256 * 1024
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Ping(Message):
+    pass
+
+
+class Pong(Message):
+    service: str
+    ready: bool
+    detail: str = ""
+
+
+class IngestRequest(Message):
+    """Claim check for one STOW part the gateway has streamed into the blob store."""
+
+    upload_key: str
+    size: int
+    sha256: str
+    expected_study_uid: str | None = None
+
+
+class InstanceOutcome(Message):
+    """The per-instance result of a STOW part (PS3.18 Annex I). UIDs are present only when
+    they were readable and valid."""
+
+    stored: bool
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+    study_uid: str | None = None
+    series_uid: str | None = None
+    failure_reason: int | None = None
+    warning_reason: int | None = None
+    reason: str = ""
+
+
+class FrameIndex(Message):
+    """Where each frame's bytes lie inside the stored PS3.10 object.
+
+    Native pixel data: frame ``i`` is ``frame_length`` bytes at ``data_offset + i*frame_length``
+    (``frame_length`` is None for bit-packed data, BitsAllocated 1). Encapsulated pixel data
+    (PS3.5 §A.4): ``fragments`` holds the (offset, length) of every fragment's value and
+    ``frames[i]`` is (first fragment, fragment count) of frame ``i``; ``frames`` is empty when
+    the mapping could not be determined without decoding.
+    """
+
+    encapsulated: bool
+    number_of_frames: int
+    data_offset: int | None = None
+    data_length: int | None = None
+    frame_length: int | None = None
+    fragments: list[tuple[int, int]] = Field(default_factory=list)
+    frames: list[tuple[int, int]] = Field(default_factory=list)
+
+
+class InstanceRecord(Message):
+    """Everything the index needs about one stored instance.
+
+    ``metadata`` is the instance's DICOM JSON (bulk values as BulkDataURIs relative to the
+    service root, see ``tessera_common.dicom_json``); it may be left out when large, and is
+    then read from the sidecar object at ``sidecar_key``.
+    """
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    object_key: str
+    sidecar_key: str
+    size: int
+    sha256: str
+    stored_at: str
+    frames: FrameIndex | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class IndexRequest(Message):
+    record: InstanceRecord
+
+
+class IndexReply(Message):
+    indexed: bool
+    replaced: bool = False
+
+
+class InstanceStoredEvent(Message):
+    """Published on ``EVENT_INSTANCE_STORED`` once an instance's bytes and sidecar are durable."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    sidecar_key: str
+    sha256: str
+    stored_at: str
+
+
+class QueryLevel(StrEnum):
+    STUDY = "study"
+    SERIES = "series"
+    INSTANCE = "instance"
+
+
+class AttributeMatch(Message):
+    """One matching key (PS3.4 C.2.2.2). ``tag`` is the 32-bit attribute tag."""
+
+    tag: int
+    value: str
+    kind: Literal["single", "uid_list", "universal"] = "single"
+
+
+class SearchRequest(Message):
+    level: QueryLevel
+    study_uid: str | None = None
+    series_uid: str | None = None
+    matches: list[AttributeMatch] = Field(default_factory=list)
+    include_fields: list[int] = Field(default_factory=list)
+    include_all: bool = False
+    limit: int
+    offset: int = 0
+
+
+class SearchReply(Message):
+    """A page of QIDO results (DICOM JSON datasets, Retrieve URLs relative to the root).
+
+    ``next_offset`` is set when the page was cut for size and more of the requested window
+    remains; ``more_available`` when matches exist beyond ``offset + limit``.
+    """
+
+    results: list[dict[str, Any]]
+    next_offset: int | None = None
+    more_available: bool = False
+
+
+class LocateRequest(Message):
+    study_uid: str
+    series_uid: str | None = None
+    sop_uid: str | None = None
+    offset: int = 0
+    limit: int = 1000
+
+
+class LocatedInstance(Message):
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    object_key: str
+    sidecar_key: str
+    size: int
+    sha256: str
+
+
+class LocateReply(Message):
+    instances: list[LocatedInstance]
+    next_offset: int | None = None
