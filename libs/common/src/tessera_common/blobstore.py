@@ -161,9 +161,7 @@ class ObjectStoreBlobs:
 
     def open_reader(self, key: str, size: int | None = None) -> IO[bytes]:
         """A synchronous, seekable reader (for a worker thread) that fetches by range."""
-        reader = obstore.open_reader(
-            self._store, check_key(key), buffer_size=256 * 1024, size=size
-        )
+        reader = obstore.open_reader(self._store, check_key(key), buffer_size=256 * 1024, size=size)
         return cast(IO[bytes], _ReaderAdapter(reader))
 
     async def ping(self) -> None:

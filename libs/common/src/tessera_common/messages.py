@@ -20,6 +20,7 @@ class Subject(StrEnum):
     QUERY_INDEX = "tessera.v1.query.index"
     QUERY_SEARCH = "tessera.v1.query.search"
     QUERY_LOCATE = "tessera.v1.query.locate"
+    QUERY_METADATA = "tessera.v1.query.metadata"
     QUERY_PING = "tessera.v1.query.ping"
     EVENT_INSTANCE_STORED = "tessera.v1.events.instance.stored"
 
@@ -116,8 +117,13 @@ class IndexRequest(Message):
 
 
 class IndexReply(Message):
+    """``previous_object_key`` names the object a re-stored SOP Instance replaced when it moved
+    to another study or series; the store deletes it."""
+
     indexed: bool
     replaced: bool = False
+    previous_object_key: str | None = None
+    previous_sidecar_key: str | None = None
 
 
 class InstanceStoredEvent(Message):
@@ -191,4 +197,21 @@ class LocatedInstance(Message):
 
 class LocateReply(Message):
     instances: list[LocatedInstance]
+    next_offset: int | None = None
+
+
+class MetadataRequest(Message):
+    """Instance metadata of a study, series or instance, for WADO-RS ``/metadata``."""
+
+    study_uid: str
+    series_uid: str | None = None
+    sop_uid: str | None = None
+    offset: int = 0
+
+
+class MetadataReply(Message):
+    """Precomputed instance JSON documents (each one serialized DICOM JSON object), cut into
+    pages below ``PAGE_BYTES``; ``next_offset`` asks for the rest."""
+
+    documents: list[str]
     next_offset: int | None = None

@@ -18,7 +18,7 @@ _configured = False
 
 def setup_tracing(service_name: str) -> None:
     """Install an SDK tracer provider so spans carry real trace ids (exporters: issue 6)."""
-    global _configured  # noqa: PLW0603 - process-wide provider, installed once
+    global _configured
     if _configured:
         return
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))

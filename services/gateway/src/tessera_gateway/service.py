@@ -1,0 +1,31 @@
+"""The gateway service: HTTP in front of the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from tessera_common.settings import Settings
+from tessera_common.telemetry import setup_tracing
+
+from .app import build_app
+
+log = logging.getLogger(__name__)
+
+
+async def run(settings: Settings) -> None:
+    """Serve HTTP on ``settings.host:settings.port`` until cancelled."""
+    setup_tracing("tessera-gateway")
+    runner = web.AppRunner(build_app(settings), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+        await site.start()
+        log.info(
+            "gateway listening on http://%s:%d%s", settings.host, settings.port, settings.base_path
+        )
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,351 @@
+"""Which attributes of an instance belong to which QIDO level, and the computed ones.
+
+Pure functions over DICOM JSON datasets (PS3.18 Annex F). At indexing time an instance's JSON
+is split into the study-level (Patient and Study modules, PS3.3 §C.7.1.1, §C.7.2), series-level
+(General Series and Equipment, §C.7.3.1, §C.7.5.1) and instance-level subsets, and the scalar
+values used for matching are extracted. At search time a result is composed from the stored
+subsets, the computed attributes of PS3.18 §10.6.3.3 and the requested ``includefield``s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom import datadict
+
+from tessera_common.dicom_json import (
+    JsonDataset,
+    element,
+    first_value,
+    person_name_text,
+    subset,
+    tag_key,
+)
+from tessera_common.qido import (
+    INSTANCE_RETURN_ATTRIBUTES,
+    SERIES_RETURN_ATTRIBUTES,
+    STUDY_RETURN_ATTRIBUTES,
+)
+
+
+def _tags(*keywords: str) -> frozenset[int]:
+    tags = set()
+    for keyword in keywords:
+        tag = datadict.tag_for_keyword(keyword)
+        if tag is None:  # pragma: no cover - a typo in the tables below
+            raise ValueError(f"unknown DICOM keyword {keyword!r}")
+        tags.add(int(tag))
+    return frozenset(tags)
+
+
+SOP_CLASS_UID = 0x00080016
+SOP_INSTANCE_UID = 0x00080018
+STUDY_DATE = 0x00080020
+ACCESSION_NUMBER = 0x00080050
+INSTANCE_AVAILABILITY = 0x00080056
+MODALITY = 0x00080060
+MODALITIES_IN_STUDY = 0x00080061
+SOP_CLASSES_IN_STUDY = 0x00080062
+RETRIEVE_URL = 0x00081190
+PATIENT_NAME = 0x00100010
+PATIENT_ID = 0x00100020
+STUDY_INSTANCE_UID = 0x0020000D
+SERIES_INSTANCE_UID = 0x0020000E
+STUDY_ID = 0x00200010
+SERIES_NUMBER = 0x00200011
+INSTANCE_NUMBER = 0x00200013
+NUMBER_OF_STUDY_RELATED_SERIES = 0x00201206
+NUMBER_OF_STUDY_RELATED_INSTANCES = 0x00201208
+NUMBER_OF_SERIES_RELATED_INSTANCES = 0x00201209
+
+_COMPUTED = frozenset(
+    {
+        INSTANCE_AVAILABILITY,
+        MODALITIES_IN_STUDY,
+        SOP_CLASSES_IN_STUDY,
+        RETRIEVE_URL,
+        NUMBER_OF_STUDY_RELATED_SERIES,
+        NUMBER_OF_STUDY_RELATED_INSTANCES,
+        NUMBER_OF_SERIES_RELATED_INSTANCES,
+    }
+)
+
+#: Attributes stored with a study: the Patient, Patient Study and General Study modules.
+STUDY_LEVEL_TAGS = (STUDY_RETURN_ATTRIBUTES - _COMPUTED) | _tags(
+    "IssuerOfPatientID",
+    "IssuerOfPatientIDQualifiersSequence",
+    "OtherPatientIDsSequence",
+    "PatientBirthTime",
+    "PatientComments",
+    "PatientAge",
+    "PatientSize",
+    "PatientWeight",
+    "EthnicGroup",
+    "PatientSpeciesDescription",
+    "PatientBreedDescription",
+    "ResponsiblePerson",
+    "IssuerOfAccessionNumberSequence",
+    "StudyDescription",
+    "ProcedureCodeSequence",
+    "NameOfPhysiciansReadingStudy",
+    "PhysiciansOfRecord",
+    "ReferencedStudySequence",
+    "AdmittingDiagnosesDescription",
+    "RequestingPhysician",
+    "RequestedProcedureDescription",
+)
+
+#: Attributes stored with a series: General Series, Frame of Reference and General Equipment.
+SERIES_LEVEL_TAGS = (SERIES_RETURN_ATTRIBUTES - _COMPUTED) | _tags(
+    "SeriesDate",
+    "SeriesTime",
+    "Laterality",
+    "BodyPartExamined",
+    "ProtocolName",
+    "OperatorsName",
+    "PerformingPhysicianName",
+    "PatientPosition",
+    "PerformedProcedureStepID",
+    "PerformedProcedureStepDescription",
+    "SeriesDescriptionCodeSequence",
+    "FrameOfReferenceUID",
+    "Manufacturer",
+    "InstitutionName",
+    "StationName",
+    "InstitutionalDepartmentName",
+    "ManufacturerModelName",
+    "SoftwareVersions",
+)
+
+#: Attributes stored with an instance: SOP Common, General/Image Pixel, Multi-frame basics.
+INSTANCE_LEVEL_TAGS = (INSTANCE_RETURN_ATTRIBUTES - _COMPUTED) | _tags(
+    "ImageType",
+    "InstanceCreationDate",
+    "InstanceCreationTime",
+    "AcquisitionNumber",
+    "AcquisitionDate",
+    "AcquisitionTime",
+    "ContentDate",
+    "ContentTime",
+    "ContentLabel",
+    "ContentDescription",
+    "ConceptNameCodeSequence",
+    "CompletionFlag",
+    "VerificationFlag",
+    "DocumentTitle",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "NumberOfFrames",
+    "ImagesInAcquisition",
+    "BurnedInAnnotation",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StudyKeys:
+    """The study's matching values (PS3.4 §C.6.1.1.2)."""
+
+    patient_id: str | None
+    patient_name: str | None
+    accession_number: str | None
+    study_date: str | None
+    study_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesKeys:
+    """The series' matching values (PS3.4 §C.6.1.1.3)."""
+
+    modality: str | None
+    series_number: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceKeys:
+    """The instance's matching values (PS3.4 §C.6.1.1.4)."""
+
+    instance_number: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LevelSplit:
+    """One instance's JSON cut into the three levels, with their matching values."""
+
+    study: JsonDataset
+    series: JsonDataset
+    instance: JsonDataset
+    study_keys: StudyKeys
+    series_keys: SeriesKeys
+    instance_keys: InstanceKeys
+
+
+def key_text(dataset: Mapping[str, Any], tag: int) -> str | None:
+    """The text of ``tag``'s first value as matching sees it: the Alphabetic group of a person
+    name (PS3.18 §F.2.5), numbers as decimal text; None when absent or empty."""
+    value = first_value(dataset, tag)
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        text = person_name_text(value)
+    elif isinstance(value, float) and value.is_integer():
+        text = str(int(value))
+    else:
+        text = str(value)
+    if text is None:
+        return None
+    text = text.strip(" ")
+    return text or None
+
+
+def key_integer(dataset: Mapping[str, Any], tag: int) -> int | None:
+    """The first value of an IS attribute as an integer, None when absent or not a number."""
+    value = first_value(dataset, tag)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip(" ")) if value is not None else None
+    except ValueError:
+        try:
+            number = float(str(value))
+        except ValueError:
+            return None
+        return int(number) if number.is_integer() else None
+
+
+def without_bulk_data(dataset: Mapping[str, Any]) -> JsonDataset:
+    """``dataset`` without the attributes that refer to bulk data by URI, recursively.
+
+    QIDO results describe resources; bulk data is retrieved with WADO-RS (PS3.18 §10.4), and the
+    stored URIs are relative to a root only the gateway knows.
+    """
+    result: JsonDataset = {}
+    for key, attr in dataset.items():
+        if not isinstance(attr, Mapping):
+            continue
+        if "BulkDataURI" in attr:
+            continue
+        if attr.get("vr") == "SQ" and attr.get("Value"):
+            items = [
+                without_bulk_data(item) if isinstance(item, Mapping) else item
+                for item in attr["Value"]
+            ]
+            result[key] = {**attr, "Value": items}
+        else:
+            result[key] = attr
+    return result
+
+
+def split_levels(
+    metadata: Mapping[str, Any], *, study_uid: str, series_uid: str, sop_uid: str
+) -> LevelSplit:
+    """Cut an instance's DICOM JSON into its study, series and instance subsets.
+
+    The UIDs given (validated by the store) replace whatever the JSON holds for them, so the
+    subsets always agree with the keys they are stored under.
+    """
+    clean = without_bulk_data(metadata)
+    study = subset(clean, STUDY_LEVEL_TAGS)
+    study[tag_key(STUDY_INSTANCE_UID)] = element("UI", study_uid)
+    series = subset(clean, SERIES_LEVEL_TAGS)
+    series[tag_key(SERIES_INSTANCE_UID)] = element("UI", series_uid)
+    instance = subset(clean, INSTANCE_LEVEL_TAGS)
+    instance[tag_key(SOP_INSTANCE_UID)] = element("UI", sop_uid)
+    return LevelSplit(
+        study=dict(sorted(study.items())),
+        series=dict(sorted(series.items())),
+        instance=dict(sorted(instance.items())),
+        study_keys=StudyKeys(
+            patient_id=key_text(metadata, PATIENT_ID),
+            patient_name=key_text(metadata, PATIENT_NAME),
+            accession_number=key_text(metadata, ACCESSION_NUMBER),
+            study_date=key_text(metadata, STUDY_DATE),
+            study_id=key_text(metadata, STUDY_ID),
+        ),
+        series_keys=SeriesKeys(
+            modality=key_text(metadata, MODALITY),
+            series_number=key_integer(metadata, SERIES_NUMBER),
+        ),
+        instance_keys=InstanceKeys(instance_number=key_integer(metadata, INSTANCE_NUMBER)),
+    )
+
+
+def retrieve_url(study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> str:
+    """The Retrieve URL (0008,1190) of a resource, relative to the service root: the gateway
+    prefixes its own base URL (PS3.18 §10.6.3.3)."""
+    url = f"studies/{study_uid}"
+    if series_uid is not None:
+        url += f"/series/{series_uid}"
+        if sop_uid is not None:
+            url += f"/instances/{sop_uid}"
+    return url
+
+
+def study_computed(
+    study_uid: str,
+    *,
+    series_count: int,
+    instance_count: int,
+    modalities: Iterable[str],
+    sop_classes: Iterable[str],
+) -> JsonDataset:
+    """The attributes a study result computes rather than stores (PS3.18 Table 10.6.3-3)."""
+    return {
+        tag_key(INSTANCE_AVAILABILITY): element("CS", "ONLINE"),
+        tag_key(MODALITIES_IN_STUDY): element("CS", *sorted(set(modalities))),
+        tag_key(SOP_CLASSES_IN_STUDY): element("UI", *sorted(set(sop_classes))),
+        tag_key(RETRIEVE_URL): element("UR", retrieve_url(study_uid)),
+        tag_key(NUMBER_OF_STUDY_RELATED_SERIES): element("IS", series_count),
+        tag_key(NUMBER_OF_STUDY_RELATED_INSTANCES): element("IS", instance_count),
+    }
+
+
+def series_computed(study_uid: str, series_uid: str, *, instance_count: int) -> JsonDataset:
+    """The attributes a series result computes (PS3.18 Table 10.6.3-4)."""
+    return {
+        tag_key(RETRIEVE_URL): element("UR", retrieve_url(study_uid, series_uid)),
+        tag_key(NUMBER_OF_SERIES_RELATED_INSTANCES): element("IS", instance_count),
+    }
+
+
+def instance_computed(study_uid: str, series_uid: str, sop_uid: str) -> JsonDataset:
+    """The attributes an instance result computes (PS3.18 Table 10.6.3-5)."""
+    return {
+        tag_key(INSTANCE_AVAILABILITY): element("CS", "ONLINE"),
+        tag_key(RETRIEVE_URL): element("UR", retrieve_url(study_uid, series_uid, sop_uid)),
+    }
+
+
+def compose_result(
+    *,
+    own: Mapping[str, Any],
+    required: frozenset[int],
+    computed: Mapping[str, Any],
+    relational: Mapping[str, Any] | None = None,
+    include_fields: Iterable[int] = (),
+    include_all: bool = False,
+    sources: Sequence[Mapping[str, Any]] = (),
+) -> JsonDataset:
+    """One QIDO result (PS3.18 §10.6.3.3): the level's required attributes (all of ``own`` with
+    ``includefield=all``), each requested ``includefield`` found in ``own`` or ``sources``
+    (searched in order), then the computed attributes; relational attributes of the higher
+    levels come first and are overridden by the level's own. Keys are returned in tag order.
+    """
+    result: JsonDataset = dict(relational or {})
+    result.update(own if include_all else subset(own, required))
+    for tag in include_fields:
+        key = tag_key(tag)
+        if key in result:
+            continue
+        for source in (own, *sources):
+            if key in source:
+                result[key] = source[key]
+                break
+    result.update(computed)
+    return dict(sorted(result.items()))

@@ -1,0 +1,159 @@
+"""The query service: owns the index (queue group ``query``).
+
+It answers search, locate and index requests, and also follows the durable event stream with a
+JetStream consumer, so an instance stored while this service was down is indexed when it comes
+back (ARCHITECTURE invariant 8). Both paths are idempotent upserts keyed by SOP Instance UID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import nats.errors
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from tessera_common.blobstore import BlobNotFoundError, BlobStore, open_blob_store
+from tessera_common.bus import Bus
+from tessera_common.errors import ErrorCode, TesseraError
+from tessera_common.messages import (
+    IndexReply,
+    IndexRequest,
+    InstanceRecord,
+    InstanceStoredEvent,
+    LocateReply,
+    LocateRequest,
+    MetadataReply,
+    MetadataRequest,
+    Ping,
+    Pong,
+    SearchReply,
+    SearchRequest,
+    Subject,
+)
+from tessera_common.settings import Settings
+from tessera_common.telemetry import setup_tracing
+
+from .index import Index
+from .sqlite_index import SqliteIndex
+
+log = logging.getLogger(__name__)
+QUEUE = "query"
+CONSUMER = "query-indexer"
+
+
+class QueryService:
+    def __init__(self, index: Index, blobs: BlobStore) -> None:
+        self._index = index
+        self._blobs = blobs
+
+    async def index(self, request: IndexRequest) -> IndexReply:
+        record = request.record
+        metadata = record.metadata
+        if metadata is None:
+            metadata = (await self._read_sidecar(record.sidecar_key)).metadata or {}
+        return await asyncio.to_thread(self._index.upsert, record, metadata)
+
+    async def search(self, request: SearchRequest) -> SearchReply:
+        return await asyncio.to_thread(self._index.search, request)
+
+    async def locate(self, request: LocateRequest) -> LocateReply:
+        reply = await asyncio.to_thread(self._index.locate, request)
+        if not reply.instances and request.offset == 0:
+            raise TesseraError(ErrorCode.NOT_FOUND, _not_found(request))
+        return reply
+
+    async def metadata(self, request: MetadataRequest) -> MetadataReply:
+        reply = await asyncio.to_thread(self._index.metadata_page, request)
+        if not reply.documents and request.offset == 0:
+            raise TesseraError(ErrorCode.NOT_FOUND, _not_found(request))
+        return reply
+
+    async def ping(self, _: Ping) -> Pong:
+        await asyncio.to_thread(self._index.ping)
+        return Pong(service="query", ready=True)
+
+    async def on_event(self, event: InstanceStoredEvent) -> None:
+        """Index an instance announced on the event stream unless it is already indexed."""
+        if await asyncio.to_thread(self._index.contains, event.sop_uid, event.sha256):
+            return
+        try:
+            record = await self._read_sidecar(event.sidecar_key)
+        except TesseraError:
+            log.warning("sidecar %s of a stored event is gone; skipped", event.sidecar_key)
+            return
+        await asyncio.to_thread(self._index.upsert, record, record.metadata or {})
+        log.info("caught up: indexed %s from the event stream", event.sop_uid)
+
+    async def _read_sidecar(self, key: str) -> InstanceRecord:
+        try:
+            return InstanceRecord.model_validate_json(await self._blobs.get(key))
+        except BlobNotFoundError as exc:
+            raise TesseraError(ErrorCode.NOT_FOUND, f"sidecar {key} not found") from exc
+
+
+def _not_found(request: LocateRequest | MetadataRequest) -> str:
+    if request.sop_uid:
+        return f"instance {request.sop_uid} not found"
+    if request.series_uid:
+        return f"series {request.series_uid} not found"
+    return f"study {request.study_uid} not found"
+
+
+async def follow_events(bus: Bus, service: QueryService) -> None:
+    """Consume ``events.instance.stored`` with a durable pull consumer, forever."""
+    subscription = await bus.jetstream.pull_subscribe(
+        Subject.EVENT_INSTANCE_STORED,
+        durable=CONSUMER,
+        config=ConsumerConfig(
+            durable_name=CONSUMER,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=60,
+            max_deliver=20,
+        ),
+    )
+    while True:
+        try:
+            messages = await subscription.fetch(batch=64, timeout=5)
+        except nats.errors.TimeoutError:
+            continue
+        for message in messages:
+            try:
+                await service.on_event(InstanceStoredEvent.model_validate_json(message.data))
+            except Exception:
+                log.exception("indexing from the event stream failed; will be redelivered")
+                await message.nak(delay=2)
+                continue
+            await message.ack()
+
+
+async def run(settings: Settings) -> None:
+    """Serve the index until cancelled."""
+    setup_tracing("tessera-query")
+    blobs = open_blob_store(settings)
+    settings.resolved_sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    index = SqliteIndex(settings.resolved_sqlite_path)
+    bus = await Bus.connect(
+        settings.nats_url, name="tessera-query", request_timeout=settings.request_timeout
+    )
+    service = QueryService(index, blobs)
+    follower: asyncio.Task[None] | None = None
+    try:
+        await bus.ensure_streams()
+        await bus.serve(Subject.QUERY_INDEX, IndexRequest, service.index, queue=QUEUE)
+        await bus.serve(Subject.QUERY_SEARCH, SearchRequest, service.search, queue=QUEUE)
+        await bus.serve(Subject.QUERY_LOCATE, LocateRequest, service.locate, queue=QUEUE)
+        await bus.serve(Subject.QUERY_METADATA, MetadataRequest, service.metadata, queue=QUEUE)
+        await bus.serve(Subject.QUERY_PING, Ping, service.ping, queue=QUEUE)
+        follower = asyncio.create_task(follow_events(bus, service))
+        log.info("query service ready (index %s)", settings.resolved_sqlite_path)
+        await asyncio.Event().wait()
+    finally:
+        if follower is not None:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+        await bus.close()
+        index.close()
