@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import UTC, datetime
 
 import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -41,6 +42,9 @@ from .sqlite_index import SqliteIndex
 log = logging.getLogger(__name__)
 QUEUE = "query"
 CONSUMER = "query-indexer"
+#: The store asks for indexing right after publishing the event; the consumer lets a fresh
+#: event settle this long, so the normal path does not index every instance twice.
+CATCH_UP_DELAY = 2.0
 
 
 class QueryService:
@@ -76,6 +80,9 @@ class QueryService:
 
     async def on_event(self, event: InstanceStoredEvent) -> None:
         """Index an instance announced on the event stream unless it is already indexed."""
+        age = (datetime.now(UTC) - datetime.fromisoformat(event.stored_at)).total_seconds()
+        if age < CATCH_UP_DELAY:
+            await asyncio.sleep(CATCH_UP_DELAY - max(age, 0.0))
         if await asyncio.to_thread(self._index.contains, event.sop_uid, event.sha256):
             return
         try:
@@ -118,6 +125,10 @@ async def follow_events(bus: Bus, service: QueryService) -> None:
         try:
             messages = await subscription.fetch(batch=64, timeout=5)
         except nats.errors.TimeoutError:
+            # nats-py may turn a cancellation during fetch into a timeout; honour it.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError from None
             continue
         for message in messages:
             try:

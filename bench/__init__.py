@@ -1,0 +1,1 @@
+"""Tessera's benchmark suite (see bench/README.md)."""

@@ -1,0 +1,40 @@
+"""The store service: sole writer of instance objects (queue group ``store``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from tessera_common.blobstore import open_blob_store
+from tessera_common.bus import Bus
+from tessera_common.messages import IngestRequest, Ping, Pong, Subject
+from tessera_common.settings import Settings
+from tessera_common.telemetry import setup_tracing
+
+from .ingest import Ingestor
+
+log = logging.getLogger(__name__)
+QUEUE = "store"
+
+
+async def run(settings: Settings) -> None:
+    """Serve ingest requests until cancelled."""
+    setup_tracing("tessera-store")
+    blobs = open_blob_store(settings)
+    bus = await Bus.connect(
+        settings.nats_url, name="tessera-store", request_timeout=settings.request_timeout
+    )
+    try:
+        await bus.ensure_streams()
+        ingestor = Ingestor(blobs, bus)
+
+        async def ping(_: Ping) -> Pong:
+            await blobs.ping()
+            return Pong(service="store", ready=True)
+
+        await bus.serve(Subject.STORE_INGEST, IngestRequest, ingestor.ingest, queue=QUEUE)
+        await bus.serve(Subject.STORE_PING, Ping, ping, queue=QUEUE)
+        log.info("store service ready")
+        await asyncio.Event().wait()
+    finally:
+        await bus.close()
