@@ -202,6 +202,12 @@ def child_environment(settings: Settings, nats_url: str) -> dict[str, str]:
             environment[key] = str(value)
     environment["TESSERA_NATS_URL"] = nats_url
     environment["TESSERA_SUPERVISOR_PID"] = str(os.getpid())
+    if settings.public_url is None and is_loopback(settings.host):
+        # Some clients (dicomweb-client) send a Host header without the port; on loopback the
+        # address we bind is the address clients use, so name it in Retrieve URLs.
+        environment["TESSERA_PUBLIC_URL"] = (
+            f"http://{settings.host}:{settings.port}{settings.base_path.rstrip('/')}"
+        )
     return environment
 
 

@@ -311,8 +311,9 @@ async def store_instances(request: web.Request) -> web.Response:
         body=orjson.dumps(response_body(service_root(request), outcomes)),
         content_type="application/dicom+json",
     )
-    failures = [(i, o) for i, o in enumerate(outcomes) if not o.stored]
-    for index, outcome in failures[:MAX_WARNING_HEADERS]:
-        text = f"part {index + 1}: {outcome.reason}".replace('"', "'")
+    noted = [(i, o) for i, o in enumerate(outcomes) if o.reason]
+    for index, outcome in noted[:MAX_WARNING_HEADERS]:
+        kind = "stored with warning" if outcome.stored else "failed"
+        text = f"part {index + 1} {kind}: {outcome.reason}".replace('"', "'")
         response.headers.add("Warning", f'299 tessera "{text}"')
     return response

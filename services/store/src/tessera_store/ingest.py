@@ -81,6 +81,8 @@ class Ingestor:
             sop_instance_uid=record.sop_uid,
             study_uid=record.study_uid,
             series_uid=record.series_uid,
+            warning_reason=analysis.warning_reason,
+            reason=analysis.warning or "",
         )
 
     def _analyze(self, request: IngestRequest) -> InstanceAnalysis:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
+
+import pydicom.config
 
 from tessera_common.blobstore import open_blob_store
 from tessera_common.bus import Bus
@@ -17,9 +20,19 @@ log = logging.getLogger(__name__)
 QUEUE = "store"
 
 
+def quiet_pydicom() -> None:
+    """pydicom's validation warnings quote attribute values (patient names, birth dates…);
+    they must never reach a log (ARCHITECTURE invariant 10). Our own validation reports the
+    problems that matter, without values."""
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
+
+
 async def run(settings: Settings) -> None:
     """Serve ingest requests until cancelled."""
     setup_tracing("tessera-store")
+    quiet_pydicom()
     blobs = open_blob_store(settings)
     bus = await Bus.connect(
         settings.nats_url, name="tessera-store", request_timeout=settings.request_timeout
