@@ -15,8 +15,9 @@ def _label(process: psutil.Process) -> str:
         return f"pid {process.pid}"
     if cmdline and "nats-server" in cmdline[0]:
         return "nats-server"
-    if "tessera" in cmdline:
-        command = cmdline[cmdline.index("tessera") + 1 : cmdline.index("tessera") + 2]
+    program = next((i for i, part in enumerate(cmdline) if part.endswith("tessera")), None)
+    if program is not None:
+        command = cmdline[program + 1 : program + 2]
         return "supervisor" if command == ["serve"] else (command or ["tessera"])[0]
     return " ".join(cmdline[:3])[:40] or f"pid {process.pid}"
 
