@@ -200,12 +200,31 @@ def test_child_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert environment["TESSERA_S3_ALLOW_HTTP"] == "true"
     assert environment["TESSERA_SUPERVISOR_PID"] == str(os.getpid())
     assert "TESSERA_BLOB_ROOT" not in environment
+    assert environment["TESSERA_PUBLIC_URL"] == "http://127.0.0.1:9999/dicom-web"
 
     monkeypatch.setattr(os, "environ", environment)
     expected = settings.model_copy(
-        update={"nats_url": "nats://127.0.0.1:4567", "data_dir": tmp_path / "relative"}
+        update={
+            "nats_url": "nats://127.0.0.1:4567",
+            "data_dir": tmp_path / "relative",
+            "public_url": "http://127.0.0.1:9999/dicom-web",
+        }
     )
     assert Settings().model_dump() == expected.model_dump()
+
+
+@pytest.mark.parametrize(
+    ("host", "public_url", "expected"),
+    [
+        ("127.0.0.1", None, "http://127.0.0.1:8080/dicom-web"),
+        ("0.0.0.0", None, None),
+        ("127.0.0.1", "https://pacs.example/dicom-web", "https://pacs.example/dicom-web"),
+    ],
+    ids=["loopback-default", "wildcard-uses-host-header", "explicit-wins"],
+)
+def test_public_url_default(host: str, public_url: str | None, expected: str | None) -> None:
+    environment = child_environment(Settings(host=host, public_url=public_url), "nats://x:1")
+    assert environment.get("TESSERA_PUBLIC_URL") == expected
 
 
 class FakeUnit:

@@ -160,9 +160,17 @@ class ObjectStoreBlobs:
                 yield BlobInfo(key=str(meta["path"]), size=int(meta["size"]))
 
     def open_reader(self, key: str, size: int | None = None) -> IO[bytes]:
-        """A synchronous, seekable reader (for a worker thread) that fetches by range."""
-        reader = obstore.open_reader(self._store, check_key(key), buffer_size=256 * 1024, size=size)
-        return cast(IO[bytes], _ReaderAdapter(reader))
+        """A synchronous, seekable reader (for a worker thread) that fetches by range.
+
+        A missing object raises ``BlobNotFoundError`` here, or on the first read when ``size``
+        is given (obstore then skips the HEAD request)."""
+        try:
+            reader = obstore.open_reader(
+                self._store, check_key(key), buffer_size=256 * 1024, size=size
+            )
+        except (NotFoundError, FileNotFoundError) as exc:
+            raise BlobNotFoundError(key) from exc
+        return cast(IO[bytes], _ReaderAdapter(reader, key))
 
     async def ping(self) -> None:
         """Raise when the store cannot be listed (readiness probe)."""
@@ -173,13 +181,28 @@ class ObjectStoreBlobs:
 class _ReaderAdapter:
     """Gives obstore's ``ReadableFile`` the plain-``bytes`` reads pydicom expects."""
 
-    def __init__(self, reader: obstore.ReadableFile) -> None:
+    def __init__(self, reader: obstore.ReadableFile, key: str) -> None:
         self._reader = reader
+        self._key = key
+        self._closed = False
 
     def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            return bytes(self._reader.read())
-        return bytes(self._reader.read(size))
+        """Up to ``size`` bytes, fewer only at the end of the object. obstore's reader stops
+        short at its buffer boundaries, and pydicom would take a short read for end of file."""
+        try:
+            if size is None or size < 0:
+                return bytes(self._reader.read())
+            parts: list[bytes] = []
+            remaining = size
+            while remaining > 0:
+                part = bytes(self._reader.read(remaining))
+                if not part:
+                    break
+                parts.append(part)
+                remaining -= len(part)
+            return b"".join(parts)
+        except (NotFoundError, FileNotFoundError) as exc:
+            raise BlobNotFoundError(self._key) from exc
 
     def seek(self, offset: int, whence: int = 0) -> int:
         return self._reader.seek(offset, whence)
@@ -195,10 +218,11 @@ class _ReaderAdapter:
 
     def close(self) -> None:
         self._reader.close()
+        self._closed = True
 
     @property
     def closed(self) -> bool:
-        return False
+        return self._closed
 
     def __enter__(self) -> _ReaderAdapter:
         return self
