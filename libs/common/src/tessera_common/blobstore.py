@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Protocol, cast
 
 import obstore
@@ -179,36 +180,66 @@ class ObjectStoreBlobs:
 
 
 class _ReaderAdapter:
-    """Gives obstore's ``ReadableFile`` the plain-``bytes`` reads pydicom expects."""
+    """A seekable reader over obstore's ``ReadableFile`` with a Python-side block buffer.
+
+    Parsers such as pydicom issue many tiny reads (tag, VR, length, value); serving those from
+    a local buffer avoids a call into obstore for each. Reads are full (short only at the end of
+    the object), as pydicom takes a short read for end of file.
+    """
+
+    BLOCK = 256 * 1024
 
     def __init__(self, reader: obstore.ReadableFile, key: str) -> None:
         self._reader = reader
         self._key = key
+        self._pos = 0
+        self._buffer = b""
+        self._buffer_start = 0
         self._closed = False
 
+    def _fill(self, start: int, need: int) -> None:
+        self._reader.seek(start)
+        want = max(need, self.BLOCK)
+        parts: list[bytes] = []
+        got = 0
+        while got < want:
+            part = bytes(self._reader.read(want - got))
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+        self._buffer = b"".join(parts)
+        self._buffer_start = start
+
     def read(self, size: int | None = -1) -> bytes:
-        """Up to ``size`` bytes, fewer only at the end of the object. obstore's reader stops
-        short at its buffer boundaries, and pydicom would take a short read for end of file."""
         try:
             if size is None or size < 0:
-                return bytes(self._reader.read())
-            parts: list[bytes] = []
-            remaining = size
-            while remaining > 0:
-                part = bytes(self._reader.read(remaining))
-                if not part:
-                    break
-                parts.append(part)
-                remaining -= len(part)
-            return b"".join(parts)
+                self._reader.seek(self._pos)
+                data = bytes(self._reader.read())
+            else:
+                offset = self._pos - self._buffer_start
+                if offset < 0 or offset + size > len(self._buffer):
+                    self._fill(self._pos, size)
+                    offset = 0
+                data = self._buffer[offset : offset + size]
         except (NotFoundError, FileNotFoundError) as exc:
             raise BlobNotFoundError(self._key) from exc
+        self._pos += len(data)
+        return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        return self._reader.seek(offset, whence)
+        if whence == 0:
+            self._pos = offset
+        elif whence == 1:
+            self._pos += offset
+        else:
+            self._pos = self._reader.size + offset
+        if self._pos < 0:
+            raise ValueError("negative seek position")
+        return self._pos
 
     def tell(self) -> int:
-        return self._reader.tell()
+        return self._pos
 
     def seekable(self) -> bool:
         return True
@@ -218,6 +249,7 @@ class _ReaderAdapter:
 
     def close(self) -> None:
         self._reader.close()
+        self._buffer = b""
         self._closed = True
 
     @property
@@ -231,12 +263,27 @@ class _ReaderAdapter:
         self.close()
 
 
+class LocalBlobs(ObjectStoreBlobs):
+    """Embedded mode: obstore ``LocalStore`` for everything, except that synchronous readers
+    open the file directly (buffered by the OS and Python, no call through obstore per read)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(LocalStore(str(root), mkdir=True))
+        self._root = root
+
+    def open_reader(self, key: str, size: int | None = None) -> IO[bytes]:
+        try:
+            return open(self._root / check_key(key), "rb", buffering=256 * 1024)
+        except FileNotFoundError as exc:
+            raise BlobNotFoundError(key) from exc
+
+
 def open_blob_store(settings: Settings) -> ObjectStoreBlobs:
     """Build the blob store ``settings`` ask for."""
     if settings.blob_backend == "local":
         root = settings.resolved_blob_root
         root.mkdir(parents=True, exist_ok=True)
-        return ObjectStoreBlobs(LocalStore(str(root.resolve()), mkdir=True))
+        return LocalBlobs(root.resolve())
     config: dict[str, object] = {"region": settings.s3_region}
     if settings.s3_endpoint:
         config["endpoint"] = settings.s3_endpoint
