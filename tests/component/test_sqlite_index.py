@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from tessera_common.dicom_json import element, first_value
+from tessera_common.errors import TesseraError
 from tessera_common.messages import (
     PAGE_BYTES,
     FrameIndex,
@@ -23,7 +24,8 @@ from tessera_common.messages import (
     SearchReply,
 )
 from tessera_common.qido import parse_search
-from tessera_query.index import Index
+from tessera_query.index import BlockingIndex, Index, ThreadedIndex
+from tessera_query.sql import SCHEMA_VERSION
 from tessera_query.sqlite_index import SqliteIndex
 
 STUDY, SERIES, INSTANCE = QueryLevel.STUDY, QueryLevel.SERIES, QueryLevel.INSTANCE
@@ -175,8 +177,90 @@ def value(result: dict[str, Any], tag: int) -> Any:
 
 
 def test_sqlite_index_satisfies_the_port(index: SqliteIndex) -> None:
-    port: Index = index
-    assert port.ping()
+    blocking: BlockingIndex = index
+    assert blocking.ping()
+
+
+async def test_threaded_index_is_the_async_port(index: SqliteIndex) -> None:
+    port: Index = ThreadedIndex(index)
+    assert await port.ping()
+    reply = await port.search(parse_search(STUDY, [("PatientID", "P2")]))
+    assert uids(reply, 0x0020000D) == [STUDIES[1].uid]
+    assert await port.contains(sop_uid(2, 1, 1), "ab" * 32)
+
+
+def test_patient_counts(index: SqliteIndex) -> None:
+    extra = SyntheticStudy(8, {"Alphabetic": "Yamada^Tarou"}, "P2", "A8", "20200101", ("CT", "CT"))
+    metadata = instance_metadata(extra, 1, 1)
+    index.upsert(instance_record(extra.uid, series_uid(8, 1), sop_uid(8, 1, 1), metadata), metadata)
+    reply = search(
+        index, STUDY, [("PatientID", "P2"), ("includefield", "NumberOfPatientRelatedInstances")]
+    )
+    assert [value(r, 0x00201204) for r in reply.results] == [7, 7]
+    everything = search(index, STUDY, [("PatientID", "P2"), ("includefield", "all")])
+    assert [value(r, 0x00201200) for r in everything.results] == [2, 2]
+    assert [value(r, 0x00201202) for r in everything.results] == [3, 3]
+    plain = search(index, STUDY, [("PatientID", "P2")])
+    assert "00201204" not in plain.results[0]
+
+
+def test_a_search_running_too_long_is_refused(tmp_path: Path) -> None:
+    with SqliteIndex(tmp_path / "slow.sqlite", search_seconds=0.0, progress_steps=1) as db:
+        for record, metadata in all_instances():
+            db.upsert(record, metadata)
+        with pytest.raises(TesseraError) as caught:
+            db.search(parse_search(INSTANCE, [("SliceThickness", "2.5")]))
+        assert caught.value.http_status == 413
+        assert "too broad" in caught.value.reason
+
+
+OLD_SCHEMA = (
+    "CREATE TABLE studies (study_uid TEXT PRIMARY KEY, patient_id TEXT, json TEXT NOT NULL)"
+    " WITHOUT ROWID",
+    "CREATE INDEX studies_patient_id ON studies (patient_id)",
+    "CREATE TABLE series (series_uid TEXT PRIMARY KEY, study_uid TEXT NOT NULL,"
+    " json TEXT NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE instances (sop_uid TEXT PRIMARY KEY, series_uid TEXT NOT NULL,"
+    " study_uid TEXT NOT NULL, sop_class_uid TEXT NOT NULL, instance_number INTEGER,"
+    " transfer_syntax_uid TEXT NOT NULL, object_key TEXT NOT NULL, sidecar_key TEXT NOT NULL,"
+    " size INTEGER NOT NULL, sha256 TEXT NOT NULL, stored_at TEXT NOT NULL, frames TEXT,"
+    " json TEXT NOT NULL, metadata TEXT NOT NULL)",
+    "CREATE INDEX instances_series ON instances (series_uid, instance_number)",
+)
+
+
+def test_an_older_index_is_rebuilt_from_its_instances(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as old:
+        for statement in OLD_SCHEMA:
+            old.execute(statement)
+        for record, metadata in all_instances()[:4]:
+            old.execute(
+                "INSERT INTO instances VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, '{}', ?)",
+                (
+                    record.sop_uid,
+                    record.series_uid,
+                    record.study_uid,
+                    record.sop_class_uid,
+                    record.transfer_syntax_uid,
+                    record.object_key,
+                    record.sidecar_key,
+                    record.size,
+                    record.sha256,
+                    record.stored_at,
+                    record.frames.model_dump_json() if record.frames else None,
+                    orjson.dumps(metadata).decode(),
+                ),
+            )
+    with SqliteIndex(path) as db:
+        assert len(search(db, INSTANCE).results) == 4
+        assert uids(search(db, STUDY, [("PatientName", "müller*")]), 0x0020000D) == [S1]
+        located = db.locate(LocateRequest(study_uid=S1))
+        assert located.instances[0].object_key == all_instances()[0][0].object_key
+    with sqlite3.connect(path) as reopened:
+        assert reopened.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        tables = {r[0] for r in reopened.execute("SELECT name FROM sqlite_master")}
+        assert not any(name.startswith("old_") for name in tables)
 
 
 def test_database_is_in_wal_mode(index: SqliteIndex, tmp_path: Path) -> None:

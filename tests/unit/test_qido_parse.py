@@ -5,15 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
+from pydicom import datadict
 
 from tessera_common.errors import ErrorCode, TesseraError
-from tessera_common.messages import AttributeMatch, QueryLevel, SearchRequest
+from tessera_common.messages import AttributeMatch, MatchTerm, QueryLevel, SearchRequest
 from tessera_common.qido import (
     INSTANCE_RETURN_ATTRIBUTES,
-    MATCHING_KEY_LEVELS,
     RELATIONAL_STUDY_ATTRIBUTES,
     SERIES_RETURN_ATTRIBUTES,
     STUDY_RETURN_ATTRIBUTES,
+    attribute_level,
     parse_search,
 )
 
@@ -21,6 +22,12 @@ STUDY, SERIES, INSTANCE = QueryLevel.STUDY, QueryLevel.SERIES, QueryLevel.INSTAN
 STUDY_UID = "1.2.826.0.1.3680043.8.498.1"
 SERIES_UID = "1.2.826.0.1.3680043.8.498.1.1"
 
+#: 65 distinct Patient module keywords.
+PATIENT_KEYWORDS = sorted(
+    str(datadict.keyword_for_tag(tag))
+    for tag in range(0x00100010, 0x00102300)
+    if datadict.dictionary_has_tag(tag) and datadict.keyword_for_tag(tag)
+)
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
 STUDY_INSTANCE_UID = 0x0020000D
@@ -39,10 +46,50 @@ class ParseCase:
     offset: int = 0
     study_uid: str | None = None
     series_uid: str | None = None
+    fuzzy: bool = False
+    empty_value_matching: bool = False
+    timezone_offset: int | None = None
 
 
-def single(tag: int, value: str) -> AttributeMatch:
-    return AttributeMatch(tag=tag, value=value, kind="single")
+VRS = {
+    PATIENT_ID: "LO",
+    PATIENT_NAME: "PN",
+    STUDY_INSTANCE_UID: "UI",
+    MODALITY: "CS",
+    0x00080018: "UI",
+    0x0020000E: "UI",
+    0x00200013: "IS",
+    0x00200011: "IS",
+    0x00080020: "DA",
+    0x00080030: "TM",
+    0x00080061: "CS",
+    0x00080050: "SH",
+    0x00080016: "UI",
+    0x0008002A: "DT",
+    0x00081030: "LO",
+    0x00180050: "DS",
+}
+
+
+def single(
+    tag: int, value: str, *, text: str | None = None, number: float | None = None
+) -> AttributeMatch:
+    if number is None and text is None:
+        text = value
+    return AttributeMatch(
+        tag=tag,
+        value=value,
+        kind="single",
+        vr=VRS[tag],
+        terms=[MatchTerm(kind="single", text=text, number=number)],
+    )
+
+
+def date_range(
+    tag: int, value: str, low: str | None, high: str | None, **zone: object
+) -> AttributeMatch:
+    term = MatchTerm(kind="range", low=low, high=high, **zone)  # type: ignore[arg-type]
+    return AttributeMatch(tag=tag, value=value, kind="range", vr=VRS[tag], terms=[term])
 
 
 VALID = [
@@ -72,7 +119,7 @@ VALID = [
         "empty value is universal matching and returns the attribute",
         STUDY,
         [("PatientName", "")],
-        [AttributeMatch(tag=PATIENT_NAME, value="", kind="universal")],
+        [AttributeMatch(tag=PATIENT_NAME, value="", kind="universal", vr="PN")],
         [PATIENT_NAME],
     ),
     ParseCase(
@@ -86,21 +133,21 @@ VALID = [
         "non-ASCII person name",
         STUDY,
         [("PatientName", "Müller^Jürgen")],
-        [single(PATIENT_NAME, "Müller^Jürgen")],
+        [single(PATIENT_NAME, "Müller^Jürgen", text="müller^jürgen")],
         [PATIENT_NAME],
     ),
     ParseCase(
         "UID list separated by commas",
         STUDY,
         [("StudyInstanceUID", "1.2.3,1.2.4")],
-        [AttributeMatch(tag=STUDY_INSTANCE_UID, value="1.2.3\\1.2.4", kind="uid_list")],
+        [AttributeMatch(tag=STUDY_INSTANCE_UID, value="1.2.3\\1.2.4", kind="uid_list", vr="UI")],
         [STUDY_INSTANCE_UID],
     ),
     ParseCase(
         "UID list separated by backslashes, duplicates dropped",
         INSTANCE,
         [("SOPInstanceUID", "1.2.3\\1.2.4\\1.2.3")],
-        [AttributeMatch(tag=0x00080018, value="1.2.3\\1.2.4", kind="uid_list")],
+        [AttributeMatch(tag=0x00080018, value="1.2.3\\1.2.4", kind="uid_list", vr="UI")],
         [0x00080018],
     ),
     ParseCase(
@@ -114,14 +161,14 @@ VALID = [
         "integer key normalised",
         INSTANCE,
         [("InstanceNumber", "+007")],
-        [single(0x00200013, "7")],
+        [single(0x00200013, "+007", number=7)],
         [0x00200013],
     ),
     ParseCase(
         "date key",
         STUDY,
         [("StudyDate", "20240229")],
-        [single(0x00080020, "20240229")],
+        [date_range(0x00080020, "20240229", "20240229", "20240229")],
         [0x00080020],
     ),
     ParseCase(
@@ -148,7 +195,7 @@ VALID = [
         ],
         [
             single(0x00080050, "A1"),
-            single(0x00200011, "2"),
+            single(0x00200011, "2", number=2),
             single(0x00080016, "1.2.840.10008.5.1.4.1.1.2"),
         ],
         [0x00080050, 0x00200011, 0x00080016],
@@ -178,6 +225,7 @@ VALID = [
         "fuzzymatching and emptyvaluematching accepted",
         STUDY,
         [("fuzzymatching", "true"), ("emptyvaluematching", "FALSE")],
+        fuzzy=True,
     ),
     ParseCase(
         "cache busters and transport parameters ignored",
@@ -191,6 +239,153 @@ VALID = [
         [single(MODALITY, "CT")],
         [MODALITY],
         study_uid=STUDY_UID,
+    ),
+    ParseCase(
+        "wildcard on a person name is folded",
+        STUDY,
+        [("PatientName", "MÜLLER*")],
+        [
+            AttributeMatch(
+                tag=PATIENT_NAME,
+                value="MÜLLER*",
+                kind="wildcard",
+                vr="PN",
+                terms=[MatchTerm(kind="wildcard", text="müller*")],
+            )
+        ],
+        [PATIENT_NAME],
+    ),
+    ParseCase(
+        "open range",
+        STUDY,
+        [("StudyDate", "20240101-")],
+        [date_range(0x00080020, "20240101-", "20240101", None)],
+        [0x00080020],
+    ),
+    ParseCase(
+        "time precision becomes a range",
+        STUDY,
+        [("StudyTime", "10")],
+        [date_range(0x00080030, "10", "100000.000000", "105959.999999")],
+        [0x00080030],
+    ),
+    ParseCase(
+        "TimezoneOffsetFromUTC zones dates, not times",
+        STUDY,
+        [("StudyDate", "20240105"), ("TimezoneOffsetFromUTC", "+0900"), ("StudyTime", "-10")],
+        [
+            date_range(
+                0x00080020,
+                "20240105",
+                "20240105",
+                "20240105",
+                zoned=True,
+                utc_low="20240104150000.000000",
+                utc_high="20240105145959.999999",
+            ),
+            date_range(0x00080030, "-10", None, "105959.999999"),
+        ],
+        [0x00080020, 0x00080201, 0x00080030],
+        timezone_offset=540,
+    ),
+    ParseCase(
+        "DT with a negative offset is one value",
+        INSTANCE,
+        [("AcquisitionDateTime", "20240101120000-0500")],
+        [
+            date_range(
+                0x0008002A,
+                "20240101120000-0500",
+                "20240101120000.000000",
+                "20240101120000.999999",
+                zoned=True,
+                utc_low="20240101170000.000000",
+                utc_high="20240101170000.999999",
+            )
+        ],
+        [0x0008002A],
+    ),
+    ParseCase(
+        "fuzzy person name",
+        STUDY,
+        [("fuzzymatching", "true"), ("PatientName", "Núñez JO")],
+        [
+            AttributeMatch(
+                tag=PATIENT_NAME,
+                value="Núñez JO",
+                kind="fuzzy",
+                vr="PN",
+                terms=[MatchTerm(kind="fuzzy", tokens=["nunez", "jo"])],
+            )
+        ],
+        [PATIENT_NAME],
+        fuzzy=True,
+    ),
+    ParseCase(
+        "empty value matching and emptyvaluematching",
+        STUDY,
+        [("AccessionNumber", '""'), ("StudyDescription", "X"), ("emptyvaluematching", "true")],
+        [
+            AttributeMatch(tag=0x00080050, value='""', kind="empty", vr="SH"),
+            AttributeMatch(
+                tag=0x00081030,
+                value="X",
+                kind="single",
+                vr="LO",
+                terms=[MatchTerm(kind="single", text="X")],
+                or_empty=True,
+            ),
+        ],
+        [0x00080050, 0x00081030],
+        empty_value_matching=True,
+    ),
+    ParseCase(
+        "CS values split on commas and backslashes",
+        SERIES,
+        [("Modality", "CT,MR\\SR")],
+        [
+            AttributeMatch(
+                tag=MODALITY,
+                value="CT,MR\\SR",
+                kind="multiple",
+                vr="CS",
+                terms=[MatchTerm(kind="single", text=m) for m in ("CT", "MR", "SR")],
+            )
+        ],
+        [MODALITY],
+    ),
+    ParseCase(
+        "sequence keys make one item",
+        SERIES,
+        [
+            ("RequestAttributesSequence.ScheduledProcedureStepID", "S1"),
+            ("00400275.00401001", "R*"),
+            ("00400275", ""),
+        ],
+        [
+            AttributeMatch(
+                tag=0x00400275,
+                value="",
+                kind="sequence",
+                vr="SQ",
+                items=[
+                    AttributeMatch(
+                        tag=0x00400009,
+                        value="S1",
+                        vr="SH",
+                        terms=[MatchTerm(kind="single", text="S1")],
+                    ),
+                    AttributeMatch(
+                        tag=0x00401001,
+                        value="R*",
+                        kind="wildcard",
+                        vr="SH",
+                        terms=[MatchTerm(kind="wildcard", text="R*")],
+                    ),
+                ],
+            )
+        ],
+        [0x00400275],
     ),
     ParseCase(
         "study and series in the path",
@@ -216,6 +411,9 @@ def test_parse_valid(case: ParseCase) -> None:
         include_all=case.include_all,
         limit=case.limit,
         offset=case.offset,
+        fuzzy=case.fuzzy,
+        empty_value_matching=case.empty_value_matching,
+        timezone_offset=case.timezone_offset,
     )
 
 
@@ -293,39 +491,139 @@ INVALID = [
         "not a series level key",
     ),
     BadCase(
-        "known attribute not matchable yet",
+        "computed count cannot be matched",
         STUDY,
-        [("StudyDescription", "CHEST")],
+        [("NumberOfStudyRelatedInstances", "3")],
         ErrorCode.INVALID_QUERY,
-        "StudyDescription is not supported yet",
+        "computed by the archive",
     ),
     BadCase(
-        "wildcard not supported yet",
+        "impossible range",
         STUDY,
-        [("PatientName", "Doe*")],
+        [("StudyDate", "20201231-20200101")],
         ErrorCode.INVALID_QUERY,
-        "wildcard matching is not supported yet",
+        "impossible range",
     ),
     BadCase(
-        "range not supported yet",
+        "impossible time range",
         STUDY,
-        [("StudyDate", "20200101-20201231")],
+        [("StudyTime", "12-10")],
         ErrorCode.INVALID_QUERY,
-        "range matching is not supported yet",
+        "impossible",
+    ),
+    BadCase("range without ends", STUDY, [("StudyDate", "-")], ErrorCode.INVALID_QUERY, "range"),
+    BadCase(
+        "range with two dashes",
+        STUDY,
+        [("StudyDate", "2020-01-01")],
+        ErrorCode.INVALID_QUERY,
+        "not a range",
+    ),
+    BadCase("bad time", STUDY, [("StudyTime", "2561")], ErrorCode.INVALID_QUERY, "time"),
+    BadCase(
+        "bad date-time",
+        INSTANCE,
+        [("AcquisitionDateTime", "2024x")],
+        ErrorCode.INVALID_QUERY,
+        "date-time",
     ),
     BadCase(
-        "multiple values not supported yet",
-        STUDY,
-        [("PatientID", "a\\b")],
+        "date-time offset out of range",
+        INSTANCE,
+        [("AcquisitionDateTime", "20240101+1500")],
         ErrorCode.INVALID_QUERY,
-        "multiple values",
+        "AcquisitionDateTime",
     ),
     BadCase(
-        "sequence matching path not supported yet",
+        "bad TimezoneOffsetFromUTC",
+        STUDY,
+        [("TimezoneOffsetFromUTC", "CET")],
+        ErrorCode.INVALID_QUERY,
+        "TimezoneOffsetFromUTC",
+    ),
+    BadCase(
+        "empty value in a list",
+        STUDY,
+        [("PatientID", "a\\\\b")],
+        ErrorCode.INVALID_QUERY,
+        "empty value",
+    ),
+    BadCase(
+        "path through a non-sequence",
         SERIES,
-        [("00400275.00400009", "X")],
+        [("Modality.CodeValue", "X")],
         ErrorCode.INVALID_QUERY,
-        "not supported yet",
+        "not a sequence",
+    ),
+    BadCase(
+        "unknown attribute in a path",
+        SERIES,
+        [("RequestAttributesSequence.Nope", "X")],
+        ErrorCode.INVALID_QUERY,
+        "Nope",
+    ),
+    BadCase(
+        "sequence given a value",
+        SERIES,
+        [("RequestAttributesSequence", "X")],
+        ErrorCode.INVALID_QUERY,
+        "sequence",
+    ),
+    BadCase(
+        "binary attribute",
+        INSTANCE,
+        [("PixelData", "x")],
+        ErrorCode.INVALID_QUERY,
+        "cannot be matched",
+    ),
+    BadCase(
+        "decimal not a number",
+        INSTANCE,
+        [("SliceThickness", "thin")],
+        ErrorCode.INVALID_QUERY,
+        "decimal",
+    ),
+    BadCase(
+        "bad attribute tag value",
+        INSTANCE,
+        [("FrameIncrementPointer", "zz")],
+        ErrorCode.INVALID_QUERY,
+        "tag",
+    ),
+    BadCase(
+        "instance attribute at study level",
+        STUDY,
+        [("SliceThickness", "1")],
+        ErrorCode.INVALID_QUERY,
+        "search /instances",
+    ),
+    BadCase(
+        "PN with four groups",
+        STUDY,
+        [("PatientName", "a=b=c=d")],
+        ErrorCode.INVALID_QUERY,
+        "component groups",
+    ),
+    BadCase(
+        "timezone given twice",
+        STUDY,
+        [("TimezoneOffsetFromUTC", "+0100"), ("00080201", "+0200")],
+        ErrorCode.INVALID_QUERY,
+        "more than once",
+    ),
+    BadCase(
+        "sequence key repeated",
+        SERIES,
+        [("00400275.00400009", "A"), ("RequestAttributesSequence.ScheduledProcedureStepID", "B")],
+        ErrorCode.INVALID_QUERY,
+        "more than once",
+    ),
+    BadCase(
+        "too many keys",
+        STUDY,
+        [(keyword, "") for keyword in PATIENT_KEYWORDS[:65]],
+        ErrorCode.INVALID_QUERY,
+        "at most 64",
     ),
     BadCase("impossible date", STUDY, [("StudyDate", "20241345")], ErrorCode.INVALID_QUERY, "date"),
     BadCase("short date", STUDY, [("StudyDate", "2024")], ErrorCode.INVALID_QUERY, "date"),
@@ -449,13 +747,21 @@ def test_relational_study_attributes_are_stored_study_attributes() -> None:
     assert RELATIONAL_STUDY_ATTRIBUTES < STUDY_RETURN_ATTRIBUTES
 
 
-def test_every_matching_key_is_returned_at_its_level() -> None:
-    returned = {
-        STUDY: STUDY_RETURN_ATTRIBUTES,
-        SERIES: SERIES_RETURN_ATTRIBUTES,
-        INSTANCE: INSTANCE_RETURN_ATTRIBUTES,
-    }
-    # PatientName etc. are returned by the study tables; the instance-level SOPClassUID etc.
-    # by the instance table; Modality by the series table.
-    for tag, level in MATCHING_KEY_LEVELS.items():
-        assert tag in returned[level], f"{tag:08X}"
+@pytest.mark.parametrize(
+    ("keyword", "level"),
+    [
+        ("PatientName", STUDY),
+        ("PatientMotherBirthName", STUDY),  # every Patient module attribute (group 0010)
+        ("StudyDescription", STUDY),
+        ("ModalitiesInStudy", STUDY),
+        ("NumberOfPatientRelatedStudies", STUDY),
+        ("Modality", SERIES),
+        ("BodyPartExamined", SERIES),
+        ("RequestAttributesSequence", SERIES),
+        ("SOPInstanceUID", INSTANCE),
+        ("SliceThickness", INSTANCE),
+        ("ContentSequence", INSTANCE),
+    ],
+)
+def test_attribute_level(keyword: str, level: QueryLevel) -> None:
+    assert attribute_level(int(datadict.tag_for_keyword(keyword))) is level

@@ -144,15 +144,65 @@ class QueryLevel(StrEnum):
     INSTANCE = "instance"
 
 
+class MatchTerm(Message):
+    """One value of a matching key, parsed and normalized (``tessera_common.qido_values``).
+
+    ``single``: ``text`` (strings; person names folded) or ``number`` must equal a stored value.
+    ``wildcard``: ``text`` is a pattern where ``*`` and ``?`` are wildcards (PS3.4 §C.2.2.2.4).
+    ``range``: a stored value lies in ``low`` … ``high`` (inclusive, either may be open,
+    §C.2.2.2.5); when ``zoned``, values whose time zone is known are compared as UTC instants
+    with ``utc_low`` … ``utc_high`` instead. ``fuzzy``: every one of ``tokens`` starts a word of
+    the name (PS3.18 §8.3.4.2). ``groups``: every one of ``parts`` matches the person name
+    component group (``A``lphabetic, ``I``deographic, ``P``honetic) it names.
+    """
+
+    kind: Literal["single", "wildcard", "range", "fuzzy", "groups"]
+    text: str | None = None
+    number: int | float | None = None
+    low: str | None = None
+    high: str | None = None
+    zoned: bool = False
+    utc_low: str | None = None
+    utc_high: str | None = None
+    tokens: list[str] = Field(default_factory=list)
+    group: Literal["A", "I", "P"] | None = None
+    parts: list[MatchTerm] = Field(default_factory=list)
+
+
 class AttributeMatch(Message):
-    """One matching key (PS3.4 C.2.2.2). ``tag`` is the 32-bit attribute tag."""
+    """One matching key (PS3.4 C.2.2.2). ``tag`` is the 32-bit attribute tag.
+
+    ``value`` is the key's text as given. A key matches when any of its ``terms`` does
+    (Multiple Value Matching), or — with ``or_empty`` (``emptyvaluematching=true``) — when the
+    attribute is empty or absent. ``uid_list`` matches ``value``'s UIDs (separated by ``\\``),
+    ``empty`` matches only empty or absent attributes (the value ``""``), ``sequence`` matches
+    when one item of the sequence matches all of ``items`` (§C.2.2.2.6), ``universal`` always.
+    """
 
     tag: int
     value: str
-    kind: Literal["single", "uid_list", "universal"] = "single"
+    kind: Literal[
+        "single",
+        "uid_list",
+        "universal",
+        "wildcard",
+        "range",
+        "fuzzy",
+        "multiple",
+        "empty",
+        "sequence",
+    ] = "single"
+    vr: str = ""
+    terms: list[MatchTerm] = Field(default_factory=list)
+    or_empty: bool = False
+    items: list[AttributeMatch] = Field(default_factory=list)
 
 
 class SearchRequest(Message):
+    """A parsed QIDO-RS query (``tessera_common.qido.parse_search``). ``fuzzy``,
+    ``empty_value_matching`` and ``timezone_offset`` (minutes) record the query parameters;
+    their effect is already in the terms of ``matches``."""
+
     level: QueryLevel
     study_uid: str | None = None
     series_uid: str | None = None
@@ -161,6 +211,9 @@ class SearchRequest(Message):
     include_all: bool = False
     limit: int
     offset: int = 0
+    fuzzy: bool = False
+    empty_value_matching: bool = False
+    timezone_offset: int | None = None
 
 
 class SearchReply(Message):
@@ -215,3 +268,68 @@ class MetadataReply(Message):
 
     documents: list[str]
     next_offset: int | None = None
+
+
+# --- codec service: transcoding for WADO-RS (PS3.18 §8.7.3.5) ---------------------------------
+
+
+class CodecSubject(StrEnum):
+    """Subjects of the codec service (queue group ``codec``)."""
+
+    TRANSCODE = "tessera.v1.codec.transcode"
+    CAPABILITIES = "tessera.v1.codec.capabilities"
+    PING = "tessera.v1.codec.ping"
+    #: Core NATS (not JetStream): a codec that starts announces its capabilities here.
+    ANNOUNCE = "tessera.v1.codec.announce"
+
+
+#: The most frames one transcode request may name (keeps the reply far below PAGE_BYTES).
+MAX_TRANSCODE_FRAMES = 1000
+
+
+class CodecCapabilities(Message):
+    """Transfer syntax UIDs the codec service decodes and encodes; the gateway's
+    negotiation offers a transcode only when the stored syntax is in ``decode`` and the
+    wanted one in ``encode``."""
+
+    decode: list[str]
+    encode: list[str]
+
+
+class TranscodeRequest(Message):
+    """Transcode a stored instance (``frames`` None: the whole PS3.10 object) or some of its
+    frames (1-based numbers) to ``target_transfer_syntax_uid``. Results are derived objects in
+    the blob store, cached by (``sha256``, target)."""
+
+    object_key: str
+    sidecar_key: str
+    sha256: str
+    size: int
+    transfer_syntax_uid: str
+    target_transfer_syntax_uid: str
+    frames: list[int] | None = None
+
+
+class DerivedInstance(Message):
+    """A transcoded PS3.10 object and where its frames lie (its sidecar in the blob store)."""
+
+    object_key: str
+    size: int
+    transfer_syntax_uid: str
+    source_sha256: str
+    frames: FrameIndex | None = None
+
+
+class FrameLocation(Message):
+    """The bytes of frame ``number`` (1-based): ``length`` bytes at ``offset`` of ``key``."""
+
+    number: int
+    key: str
+    offset: int
+    length: int
+
+
+class TranscodeReply(Message):
+    transfer_syntax_uid: str
+    instance: DerivedInstance | None = None
+    frames: list[FrameLocation] = Field(default_factory=list)

@@ -1,14 +1,15 @@
 """QIDO-RS query parameters parsed into one ``SearchRequest`` (PS3.18 §8.3.4, §10.6.1).
 
 The parser is pure: it turns the URL's decoded ``(name, value)`` pairs and the path's UIDs into
-a frozen, validated request that the query service compiles (to SQL today, to a MongoDB filter
-later). Everything a client can get wrong is answered here with ``TesseraError`` naming the
-parameter, so nothing unvalidated reaches a query.
+a frozen, validated request that the query service compiles (to SQL for SQLite, to a filter
+document for MongoDB). Everything a client can get wrong is answered here with
+``TesseraError`` naming the parameter, so nothing unvalidated reaches a query.
 
-Matching (PS3.4 §C.2.2.2) is deliberately minimal for now: Single Value Matching, List of UID
-Matching and Universal Matching on the keys of ``MATCHING_KEY_LEVELS``. Wildcard, range and
-multi-value matching, sequence paths and fuzzy matching are refused with a reason saying they
-are not supported yet, never silently matched literally.
+Keys may name any attribute of the DICOM dictionary, by keyword or tag, and attributes inside
+sequences by attribute path (``RequestAttributesSequence.ScheduledProcedureStepID``,
+``00400275.00400009``: Sequence Matching). Each key belongs to the level whose entity it
+describes (``attribute_level``); a key may be used at its own level and, as a relational key,
+at any level below (PS3.18 §10.6.1.2.3). The matching types are built in ``qido_terms``.
 
 The attribute tables quote PS3.18 §10.6.3.3, Tables 10.6.3-3, -4 and -5.
 """
@@ -17,12 +18,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime
 
 from pydicom import datadict
+from pydicom.datadict import DicomDictionary  # type: ignore[attr-defined]
 
 from tessera_common.errors import ErrorCode, TesseraError
 from tessera_common.messages import AttributeMatch, QueryLevel, SearchRequest
+from tessera_common.qido_terms import UIDValueError, match_value
+from tessera_common.qido_values import parse_offset
 from tessera_common.uid import InvalidUIDError, validate_uid
 
 
@@ -115,50 +118,128 @@ REQUIRED_RETURN_ATTRIBUTES: dict[QueryLevel, frozenset[int]] = {
     QueryLevel.INSTANCE: INSTANCE_RETURN_ATTRIBUTES,
 }
 
+#: Attributes computed by the archive rather than stored (PS3.18 §10.6.3.3, PS3.4 §C.6.1.1).
+COMPUTED_ATTRIBUTES = _tags(
+    "InstanceAvailability",
+    "ModalitiesInStudy",
+    "SOPClassesInStudy",
+    "RetrieveURL",
+    "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances",
+    "NumberOfSeriesRelatedInstances",
+    "NumberOfPatientRelatedStudies",
+    "NumberOfPatientRelatedSeries",
+    "NumberOfPatientRelatedInstances",
+)
+#: Computed attributes that can also be matched (C.6.1.1.2: ModalitiesInStudy, SOPClassesInStudy).
+MATCHABLE_COMPUTED = _tags("ModalitiesInStudy", "SOPClassesInStudy")
+#: Patient-level counts, returned at study level when asked for (PS3.4 §C.6.1.1.2).
+PATIENT_COUNT_ATTRIBUTES = _tags(
+    "NumberOfPatientRelatedStudies",
+    "NumberOfPatientRelatedSeries",
+    "NumberOfPatientRelatedInstances",
+)
+
+TIMEZONE_OFFSET_FROM_UTC = 0x00080201
+STUDY_INSTANCE_UID = 0x0020000D
+SERIES_INSTANCE_UID = 0x0020000E
+SOP_INSTANCE_UID = 0x00080018
+
+#: Attributes kept with a study: the Patient (every attribute of group 0010), Patient Study,
+#: General Study and Clinical Trial Subject/Study modules (PS3.3 §C.7.1.1, §C.7.2).
+STUDY_LEVEL_TAGS = (
+    (STUDY_RETURN_ATTRIBUTES - COMPUTED_ATTRIBUTES)
+    | frozenset(tag for tag in DicomDictionary if tag >> 16 in (0x0010, 0x0012))
+    | _tags(
+        "StudyTime",
+        "IssuerOfAccessionNumberSequence",
+        "StudyDescription",
+        "ProcedureCodeSequence",
+        "NameOfPhysiciansReadingStudy",
+        "PhysiciansOfRecord",
+        "ReferencedStudySequence",
+        "AdmittingDiagnosesDescription",
+        "RequestingPhysician",
+        "RequestingService",
+        "RequestedProcedureDescription",
+        "ReasonForPerformedProcedureCodeSequence",
+        "AdmissionID",
+        "ReferringPhysicianIdentificationSequence",
+    )
+) - _tags(
+    "ClinicalTrialSeriesID",
+    "ClinicalTrialSeriesDescription",
+    "ClinicalTrialCoordinatingCenterName",
+)
+
+#: Attributes kept with a series: General Series, Frame of Reference and General Equipment.
+SERIES_LEVEL_TAGS = (SERIES_RETURN_ATTRIBUTES - COMPUTED_ATTRIBUTES) | _tags(
+    "SeriesDate",
+    "SeriesTime",
+    "Laterality",
+    "BodyPartExamined",
+    "ProtocolName",
+    "OperatorsName",
+    "PerformingPhysicianName",
+    "PatientPosition",
+    "PerformedProcedureStepID",
+    "PerformedProcedureStepDescription",
+    "PerformedProtocolCodeSequence",
+    "SeriesDescriptionCodeSequence",
+    "SmallestPixelValueInSeries",
+    "LargestPixelValueInSeries",
+    "AnatomicalOrientationType",
+    "ClinicalTrialSeriesID",
+    "ClinicalTrialSeriesDescription",
+    "ClinicalTrialCoordinatingCenterName",
+    "FrameOfReferenceUID",
+    "PositionReferenceIndicator",
+    "Manufacturer",
+    "InstitutionName",
+    "InstitutionAddress",
+    "StationName",
+    "InstitutionalDepartmentName",
+    "ManufacturerModelName",
+    "DeviceSerialNumber",
+    "SoftwareVersions",
+)
+
 _LEVEL_DEPTH = {QueryLevel.STUDY: 0, QueryLevel.SERIES: 1, QueryLevel.INSTANCE: 2}
-
-#: The keys that can be matched today and the level each belongs to. A key may be used at
-#: its own level and, as a relational key, at any level below (PS3.18 §10.6.1.2.3).
-MATCHING_KEY_LEVELS: dict[int, QueryLevel] = {
-    **dict.fromkeys(
-        _tags(
-            "StudyInstanceUID",
-            "PatientID",
-            "PatientName",
-            "AccessionNumber",
-            "StudyDate",
-            "StudyID",
-            "ModalitiesInStudy",
-        ),
-        QueryLevel.STUDY,
-    ),
-    **dict.fromkeys(
-        _tags("SeriesInstanceUID", "Modality", "SeriesNumber"),
-        QueryLevel.SERIES,
-    ),
-    **dict.fromkeys(
-        _tags("SOPInstanceUID", "SOPClassUID", "InstanceNumber"),
-        QueryLevel.INSTANCE,
-    ),
-}
-
-#: Value Representations for which ``*`` and ``?`` are wildcards (PS3.4 §C.2.2.2.4).
-_WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
-#: Value Representations for which ``-`` denotes a range (PS3.4 §C.2.2.2.5).
-_RANGE_VRS = frozenset({"DA", "TM", "DT"})
 
 #: Query parameters handled by the gateway's content negotiation (PS3.18 §8.3.3.1, §8.3.3.2).
 _TRANSPORT_PARAMETERS = frozenset({"accept", "charset"})
+_FLAGS = ("limit", "offset", "fuzzymatching", "emptyvaluematching")
 
 MAX_VALUE_LENGTH = 1024
 MAX_UID_LIST = 1000
+MAX_PATH_DEPTH = 4
+MAX_KEYS = 64
 #: Offsets beyond this cannot address a real result and would overflow a 64-bit column.
 MAX_OFFSET = 2**31 - 1
 
 _HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 _DIGITS = re.compile(r"[0-9]+")
-_INTEGER_STRING = re.compile(r"[+-]?[0-9]{1,12}")
-_UID_SEPARATORS = re.compile(r"[,\\]")
+
+
+def attribute_level(tag: int) -> QueryLevel:
+    """The level of the entity an attribute describes: study for the Patient and Study
+    modules and the study's computed attributes, series for the Series and Equipment modules,
+    instance for everything else (PS3.4 §C.6.1.1)."""
+    if tag in STUDY_LEVEL_TAGS or tag in _STUDY_KEYS:
+        return QueryLevel.STUDY
+    if tag in SERIES_LEVEL_TAGS or tag in _SERIES_KEYS:
+        return QueryLevel.SERIES
+    return QueryLevel.INSTANCE
+
+
+_STUDY_KEYS = (
+    frozenset({STUDY_INSTANCE_UID})
+    | MATCHABLE_COMPUTED
+    | PATIENT_COUNT_ATTRIBUTES
+    | _tags("NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances")
+)
+_SERIES_KEYS = frozenset({SERIES_INSTANCE_UID}) | _tags("NumberOfSeriesRelatedInstances")
+_RESOURCE = {QueryLevel.STUDY: "studies", QueryLevel.SERIES: "series"}
 
 
 def _invalid(reason: str) -> TesseraError:
@@ -169,22 +250,43 @@ def _shown(text: str) -> str:
     return repr(text if len(text) <= 64 else text[:64] + "…")
 
 
-def resolve_attribute(name: str, *, parameter: str) -> int:
-    """The tag an attribute parameter names: a DICOM keyword or eight hex digits
-    (PS3.18 §8.3.4.1, ``{attributeID}``). Unknown names raise INVALID_QUERY."""
+def _vr(tag: int) -> str:
+    """The dictionary VR; of the choices some attributes allow (``US or SS``), the first."""
+    return str(datadict.dictionary_VR(tag)).split(" or ")[0]
+
+
+def _resolve_one(name: str, *, parameter: str) -> int:
     if _HEX_TAG.fullmatch(name):
-        return int(name, 16)
-    if "." in name:
-        raise _invalid(
-            f"{parameter}: sequence attribute paths such as {_shown(name)} are not supported yet"
-        )
-    tag = datadict.tag_for_keyword(name)
-    if tag is None:
+        tag = int(name, 16)
+        if not datadict.dictionary_has_tag(tag):
+            raise _invalid(f"{parameter}: {_shown(name)} is not a known DICOM attribute")
+        return tag
+    found = datadict.tag_for_keyword(name)
+    if found is None:
         raise _invalid(f"{parameter}: {_shown(name)} is not a known DICOM attribute")
-    return int(tag)
+    return int(found)
 
 
-def _keyword(tag: int) -> str:
+def resolve_path(name: str, *, parameter: str) -> tuple[int, ...]:
+    """The tags an attribute parameter names: a keyword or eight hex digits, or a path of them
+    joined by ``.`` through sequences (PS3.18 §8.3.4.1, ``{attributeID}``). Unknown names,
+    and paths through attributes that are not sequences, raise INVALID_QUERY."""
+    parts = name.split(".")
+    if len(parts) > MAX_PATH_DEPTH:
+        raise _invalid(f"{parameter}: {_shown(name)} nests deeper than {MAX_PATH_DEPTH}")
+    tags = tuple(_resolve_one(part, parameter=parameter) for part in parts)
+    for tag, part in zip(tags[:-1], parts[:-1], strict=True):
+        if _vr(tag) != "SQ":
+            raise _invalid(f"{parameter}: {_shown(part)} in {_shown(name)} is not a sequence")
+    return tags
+
+
+def resolve_attribute(name: str, *, parameter: str) -> int:
+    """The tag of a top-level attribute parameter (keyword or eight hex digits)."""
+    return resolve_path(name, parameter=parameter)[0]
+
+
+def keyword_of(tag: int) -> str:
     keyword = datadict.keyword_for_tag(tag)
     return str(keyword) if keyword else f"{tag:08X}"
 
@@ -204,65 +306,96 @@ def _parse_flag(name: str, value: str) -> bool:
     return lowered == "true"
 
 
-def _parse_uid_list(tag: int, keyword: str, value: str) -> AttributeMatch:
-    """List of UID Matching (PS3.4 §C.2.2.2.2): UIDs separated by ``\\`` or ``,``."""
-    parts = [part.strip(" ") for part in _UID_SEPARATORS.split(value)]
-    if len(parts) > MAX_UID_LIST:
-        raise _invalid(f"{keyword}: at most {MAX_UID_LIST} UIDs may be listed")
-    for part in parts:
-        try:
-            validate_uid(part, what=keyword)
-        except InvalidUIDError as exc:
-            raise TesseraError(ErrorCode.INVALID_UID, str(exc)) from None
-    unique = list(dict.fromkeys(parts))
-    if len(unique) == 1:
-        return AttributeMatch(tag=tag, value=unique[0], kind="single")
-    return AttributeMatch(tag=tag, value="\\".join(unique), kind="uid_list")
+class _Options:
+    """The query-wide parameters, read before the keys they affect."""
+
+    def __init__(self, fuzzy: bool, empty: bool, timezone: int | None) -> None:
+        self.fuzzy = fuzzy
+        self.empty = empty
+        self.timezone = timezone
 
 
-def _parse_single_value(tag: int, keyword: str, vr: str, value: str) -> AttributeMatch:
-    """Single Value Matching (PS3.4 §C.2.2.2.1), refusing the forms of the other matching
-    types until they are implemented."""
-    if "\\" in value:
-        raise _invalid(f"{keyword}: matching on multiple values is not supported yet")
-    if vr in _WILDCARD_VRS and ("*" in value or "?" in value):
-        raise _invalid(f"{keyword}: wildcard matching is not supported yet")
-    if vr in _RANGE_VRS and "-" in value:
-        raise _invalid(f"{keyword}: range matching is not supported yet")
-    if vr == "DA":
-        try:
-            if len(value) != 8:
-                raise ValueError(value)
-            datetime.strptime(value, "%Y%m%d")
-        except ValueError:
-            raise _invalid(f"{keyword}: {_shown(value)} is not a date (YYYYMMDD)") from None
-    if vr == "IS":
-        if not _INTEGER_STRING.fullmatch(value):
-            raise _invalid(f"{keyword}: {_shown(value)} is not an integer")
-        value = str(int(value))
-    return AttributeMatch(tag=tag, value=value, kind="single")
-
-
-def parse_match(level: QueryLevel, name: str, value: str) -> AttributeMatch:
-    """One ``{attributeID}={value}`` matching parameter (PS3.18 §8.3.4.1) at ``level``."""
-    tag = resolve_attribute(name, parameter=name)
-    keyword = _keyword(tag)
-    key_level = MATCHING_KEY_LEVELS.get(tag)
-    if key_level is None:
-        if not datadict.dictionary_has_tag(tag):
-            raise _invalid(f"{name}: {_shown(name)} is not a known DICOM attribute")
-        raise _invalid(f"{name}: matching on {keyword} is not supported yet")
-    if _LEVEL_DEPTH[key_level] > _LEVEL_DEPTH[level]:
-        raise _invalid(f"{name}: {keyword} is a {key_level} attribute, not a {level} level key")
-    vr = str(datadict.dictionary_VR(tag))
+def _leaf_match(tags: tuple[int, ...], name: str, value: str, options: _Options) -> AttributeMatch:
+    tag = tags[-1]
+    keyword = keyword_of(tag)
+    vr = _vr(tag)
     if len(value) > (MAX_UID_LIST * 65 if vr == "UI" else MAX_VALUE_LENGTH):
         raise _invalid(f"{name}: value too long")
-    text = value.strip(" ")
-    if not text:
-        return AttributeMatch(tag=tag, value="", kind="universal")
-    if vr == "UI":
-        return _parse_uid_list(tag, keyword, text)
-    return _parse_single_value(tag, keyword, vr, text)
+    if tag in COMPUTED_ATTRIBUTES and tag not in MATCHABLE_COMPUTED and value.strip(" "):
+        raise _invalid(
+            f"{name}: {keyword} is computed by the archive; it can be returned (includefield, "
+            "or an empty value) but not matched"
+        )
+    try:
+        return match_value(
+            tag,
+            vr,
+            value,
+            fuzzy=options.fuzzy,
+            timezone=options.timezone,
+            empty_value_matching=options.empty and vr != "UI" and len(tags) == 1,
+        )
+    except UIDValueError as exc:
+        raise TesseraError(ErrorCode.INVALID_UID, f"{name}: {exc}") from None
+    except ValueError as exc:
+        raise _invalid(f"{name}: {exc}") from None
+
+
+def parse_match(
+    level: QueryLevel,
+    name: str,
+    value: str,
+    *,
+    fuzzy: bool = False,
+    empty_value_matching: bool = False,
+    timezone: int | None = None,
+) -> AttributeMatch:
+    """One ``{attributeID}={value}`` matching parameter (PS3.18 §8.3.4.1) at ``level``."""
+    options = _Options(fuzzy, empty_value_matching, timezone)
+    tags = resolve_path(name, parameter=name)
+    _check_level(level, tags[0], name)
+    if len(tags) == 1:
+        return _leaf_match(tags, name, value, options)
+    return _SequenceTree(tags[0]).add(tags[1:], name, value, options).build()
+
+
+def _check_level(level: QueryLevel, tag: int, name: str) -> None:
+    key_level = attribute_level(tag)
+    if _LEVEL_DEPTH[key_level] > _LEVEL_DEPTH[level]:
+        raise _invalid(
+            f"{name}: {keyword_of(tag)} is a {key_level} attribute, not a {level} level key "
+            f"(search /{_RESOURCE.get(key_level, 'instances')} to match it)"
+        )
+
+
+class _SequenceTree:
+    """The keys given inside one sequence (Sequence Matching, PS3.4 §C.2.2.2.6): an item
+    matches when it matches every one of them."""
+
+    def __init__(self, tag: int) -> None:
+        self.tag = tag
+        self.leaves: dict[int, AttributeMatch] = {}
+        self.children: dict[int, _SequenceTree] = {}
+
+    def add(self, tags: tuple[int, ...], name: str, value: str, options: _Options) -> _SequenceTree:
+        head = tags[0]
+        if len(tags) == 1:
+            if head in self.leaves or head in self.children:
+                raise _invalid(f"{name}: given more than once")
+            self.leaves[head] = _leaf_match(tags, name, value, options)
+        else:
+            if head in self.leaves:
+                raise _invalid(f"{name}: given more than once")
+            self.children.setdefault(head, _SequenceTree(head)).add(tags[1:], name, value, options)
+        return self
+
+    def build(self) -> AttributeMatch:
+        items = [*self.leaves.values(), *(child.build() for child in self.children.values())]
+        matching = [item for item in items if item.kind != "universal"]
+        if not matching:
+            return AttributeMatch(tag=self.tag, value="", kind="universal", vr="SQ")
+        items.sort(key=lambda item: item.tag)
+        return AttributeMatch(tag=self.tag, value="", kind="sequence", vr="SQ", items=matching)
 
 
 def _validated_path_uid(value: str | None, what: str) -> str | None:
@@ -272,6 +405,38 @@ def _validated_path_uid(value: str | None, what: str) -> str | None:
         return validate_uid(value, what=what)
     except InvalidUIDError as exc:
         raise TesseraError(ErrorCode.INVALID_UID, str(exc)) from None
+
+
+def _read_options(
+    params: Sequence[tuple[str, str]], max_limit: int, default_limit: int
+) -> tuple[_Options, int, int]:
+    seen: set[str] = set()
+    limit = min(default_limit, max_limit)
+    offset = 0
+    fuzzy = empty = False
+    timezone: int | None = None
+    for name, value in params:
+        if name in _FLAGS:
+            if name in seen:
+                raise _invalid(f"{name} given more than once")
+            seen.add(name)
+            if name == "limit":
+                limit = min(_parse_count("limit", value, upper=10**9), max_limit)
+            elif name == "offset":
+                offset = _parse_count("offset", value, upper=MAX_OFFSET)
+            elif name == "fuzzymatching":
+                fuzzy = _parse_flag(name, value)
+            else:
+                empty = _parse_flag(name, value)
+        elif name in ("TimezoneOffsetFromUTC", "00080201") and value.strip(" "):
+            if "timezone" in seen:
+                raise _invalid("TimezoneOffsetFromUTC given more than once")
+            seen.add("timezone")
+            try:
+                timezone = parse_offset(value)
+            except ValueError as exc:
+                raise _invalid(f"TimezoneOffsetFromUTC: {exc}") from None
+    return _Options(fuzzy, empty, timezone), limit, offset
 
 
 def parse_search(
@@ -289,8 +454,10 @@ def parse_search(
     from the resource path (``/studies/{study}/series``, ``/studies/{study}/series/{series}/
     instances``). ``limit`` is capped at ``max_limit`` rather than refused (§8.3.4.4 lets the
     origin server return fewer results). Matched keys are added to ``include_fields``: the
-    response carries every attribute that was matched (§10.6.3.3). Parameters starting with
-    ``_`` (cache busters) and the transport parameters ``accept``/``charset`` are ignored.
+    response carries every attribute that was matched (§10.6.3.3). ``TimezoneOffsetFromUTC``
+    is not matched: it says in which zone the query's dates and times are (PS3.4 §C.4.1.1.3.2
+    Timezone Query Adjustment). Parameters starting with ``_`` (cache busters) and the
+    transport parameters ``accept``/``charset`` are ignored.
     """
     study_uid = _validated_path_uid(study_uid, "Study Instance UID")
     series_uid = _validated_path_uid(series_uid, "Series Instance UID")
@@ -299,15 +466,15 @@ def parse_search(
     if study_uid is not None and level is QueryLevel.STUDY:
         raise _invalid("a study-level query cannot be scoped to a study")
 
-    matches: dict[int, AttributeMatch] = {}
+    options, limit, offset = _read_options(params, max_limit, default_limit)
+    leaves: dict[int, AttributeMatch] = {}
+    trees: dict[int, _SequenceTree] = {}
     include: dict[int, None] = {}
     include_all = False
-    seen: set[str] = set()
-    limit = min(default_limit, max_limit)
-    offset = 0
+    keys = 0
 
     for name, value in params:
-        if name.startswith("_") or name in _TRANSPORT_PARAMETERS:
+        if name.startswith("_") or name in _TRANSPORT_PARAMETERS or name in _FLAGS:
             continue
         if name == "includefield":
             for item in value.split(","):
@@ -315,36 +482,42 @@ def parse_search(
                 if field == "all":
                     include_all = True
                 elif field:
-                    head = field.split(".", 1)[0]
-                    include[resolve_attribute(head, parameter="includefield")] = None
+                    include[resolve_path(field, parameter="includefield")[0]] = None
                 else:
                     raise _invalid("includefield: empty attribute name")
             continue
-        if name in ("limit", "offset", "fuzzymatching", "emptyvaluematching"):
-            if name in seen:
-                raise _invalid(f"{name} given more than once")
-            seen.add(name)
-            if name == "limit":
-                limit = min(_parse_count("limit", value, upper=10**9), max_limit)
-            elif name == "offset":
-                offset = _parse_count("offset", value, upper=MAX_OFFSET)
-            else:
-                # Recorded only: literal matching is what is performed (§8.3.4.2, §8.3.4.3).
-                _parse_flag(name, value)
-            continue
-        match = parse_match(level, name, value)
-        if match.tag in matches:
-            raise _invalid(f"{name}: {_keyword(match.tag)} given more than once")
-        matches[match.tag] = match
-        include[match.tag] = None
+        keys += 1
+        if keys > MAX_KEYS:
+            raise _invalid(f"at most {MAX_KEYS} matching keys may be given")
+        tags = resolve_path(name, parameter=name)
+        top = tags[0]
+        include[top] = None
+        if top == TIMEZONE_OFFSET_FROM_UTC and len(tags) == 1:
+            continue  # read by _read_options
+        _check_level(level, top, name)
+        if len(tags) == 1:
+            if top in leaves or (top in trees and value.strip(" ")):
+                raise _invalid(f"{name}: {keyword_of(top)} given more than once")
+            if top in trees:
+                continue  # an empty sequence key beside its paths only asks for the sequence
+            leaves[top] = _leaf_match(tags, name, value, options)
+        else:
+            if top in leaves and leaves[top].kind != "universal":
+                raise _invalid(f"{name}: {keyword_of(top)} given more than once")
+            leaves.pop(top, None)
+            trees.setdefault(top, _SequenceTree(top)).add(tags[1:], name, value, options)
 
+    matches = {**leaves, **{tag: tree.build() for tag, tree in trees.items()}}
     return SearchRequest(
         level=level,
         study_uid=study_uid,
         series_uid=series_uid,
-        matches=list(matches.values()),
+        matches=[matches[tag] for tag in include if tag in matches],
         include_fields=list(include),
         include_all=include_all,
         limit=limit,
         offset=offset,
+        fuzzy=options.fuzzy,
+        empty_value_matching=options.empty,
+        timezone_offset=options.timezone,
     )

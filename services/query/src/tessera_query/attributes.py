@@ -9,6 +9,7 @@ subsets, the computed attributes of PS3.18 §10.6.3.3 and the requested ``includ
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,16 +19,17 @@ from pydicom import datadict
 from tessera_common.dicom_json import (
     JsonDataset,
     element,
-    first_value,
-    person_name_text,
     subset,
     tag_key,
 )
 from tessera_common.qido import (
+    COMPUTED_ATTRIBUTES,
     INSTANCE_RETURN_ATTRIBUTES,
-    SERIES_RETURN_ATTRIBUTES,
-    STUDY_RETURN_ATTRIBUTES,
+    SERIES_LEVEL_TAGS,
+    STUDY_LEVEL_TAGS,
 )
+
+from .match_keys import MatchDocument, dataset_timezone, match_document
 
 
 def _tags(*keywords: str) -> frozenset[int]:
@@ -59,68 +61,11 @@ INSTANCE_NUMBER = 0x00200013
 NUMBER_OF_STUDY_RELATED_SERIES = 0x00201206
 NUMBER_OF_STUDY_RELATED_INSTANCES = 0x00201208
 NUMBER_OF_SERIES_RELATED_INSTANCES = 0x00201209
-
-_COMPUTED = frozenset(
-    {
-        INSTANCE_AVAILABILITY,
-        MODALITIES_IN_STUDY,
-        SOP_CLASSES_IN_STUDY,
-        RETRIEVE_URL,
-        NUMBER_OF_STUDY_RELATED_SERIES,
-        NUMBER_OF_STUDY_RELATED_INSTANCES,
-        NUMBER_OF_SERIES_RELATED_INSTANCES,
-    }
-)
-
-#: Attributes stored with a study: the Patient, Patient Study and General Study modules.
-STUDY_LEVEL_TAGS = (STUDY_RETURN_ATTRIBUTES - _COMPUTED) | _tags(
-    "IssuerOfPatientID",
-    "IssuerOfPatientIDQualifiersSequence",
-    "OtherPatientIDsSequence",
-    "PatientBirthTime",
-    "PatientComments",
-    "PatientAge",
-    "PatientSize",
-    "PatientWeight",
-    "EthnicGroup",
-    "PatientSpeciesDescription",
-    "PatientBreedDescription",
-    "ResponsiblePerson",
-    "IssuerOfAccessionNumberSequence",
-    "StudyDescription",
-    "ProcedureCodeSequence",
-    "NameOfPhysiciansReadingStudy",
-    "PhysiciansOfRecord",
-    "ReferencedStudySequence",
-    "AdmittingDiagnosesDescription",
-    "RequestingPhysician",
-    "RequestedProcedureDescription",
-)
-
-#: Attributes stored with a series: General Series, Frame of Reference and General Equipment.
-SERIES_LEVEL_TAGS = (SERIES_RETURN_ATTRIBUTES - _COMPUTED) | _tags(
-    "SeriesDate",
-    "SeriesTime",
-    "Laterality",
-    "BodyPartExamined",
-    "ProtocolName",
-    "OperatorsName",
-    "PerformingPhysicianName",
-    "PatientPosition",
-    "PerformedProcedureStepID",
-    "PerformedProcedureStepDescription",
-    "SeriesDescriptionCodeSequence",
-    "FrameOfReferenceUID",
-    "Manufacturer",
-    "InstitutionName",
-    "StationName",
-    "InstitutionalDepartmentName",
-    "ManufacturerModelName",
-    "SoftwareVersions",
-)
+#: NumberOfPatientRelatedStudies, -Series, -Instances.
+PATIENT_COUNTS = (0x00201200, 0x00201202, 0x00201204)
 
 #: Attributes stored with an instance: SOP Common, General/Image Pixel, Multi-frame basics.
-INSTANCE_LEVEL_TAGS = (INSTANCE_RETURN_ATTRIBUTES - _COMPUTED) | _tags(
+INSTANCE_LEVEL_TAGS = (INSTANCE_RETURN_ATTRIBUTES - COMPUTED_ATTRIBUTES) | _tags(
     "ImageType",
     "InstanceCreationDate",
     "InstanceCreationTime",
@@ -146,77 +91,29 @@ INSTANCE_LEVEL_TAGS = (INSTANCE_RETURN_ATTRIBUTES - _COMPUTED) | _tags(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class StudyKeys:
-    """The study's matching values (PS3.4 §C.6.1.1.2)."""
-
-    patient_id: str | None
-    patient_name: str | None
-    accession_number: str | None
-    study_date: str | None
-    study_id: str | None
+_STUDY_KEYS = frozenset(tag_key(tag) for tag in STUDY_LEVEL_TAGS)
+_SERIES_KEYS = frozenset(tag_key(tag) for tag in SERIES_LEVEL_TAGS)
 
 
-@dataclass(frozen=True, slots=True)
-class SeriesKeys:
-    """The series' matching values (PS3.4 §C.6.1.1.3)."""
+class _InstanceKeys:
+    """Every attribute that belongs to neither the study nor the series level."""
 
-    modality: str | None
-    series_number: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceKeys:
-    """The instance's matching values (PS3.4 §C.6.1.1.4)."""
-
-    instance_number: int | None
+    def __contains__(self, key: object) -> bool:
+        return key not in _STUDY_KEYS and key not in _SERIES_KEYS
 
 
 @dataclass(frozen=True, slots=True)
 class LevelSplit:
-    """One instance's JSON cut into the three levels, with their matching values."""
+    """One instance's JSON cut into the three levels, with each level's match document
+    (``match_keys``): the study and series documents describe the level's JSON, the instance
+    document every other attribute of the instance."""
 
     study: JsonDataset
     series: JsonDataset
     instance: JsonDataset
-    study_keys: StudyKeys
-    series_keys: SeriesKeys
-    instance_keys: InstanceKeys
-
-
-def key_text(dataset: Mapping[str, Any], tag: int) -> str | None:
-    """The text of ``tag``'s first value as matching sees it: the Alphabetic group of a person
-    name (PS3.18 §F.2.5), numbers as decimal text; None when absent or empty."""
-    value = first_value(dataset, tag)
-    if value is None:
-        return None
-    if isinstance(value, Mapping):
-        text = person_name_text(value)
-    elif isinstance(value, float) and value.is_integer():
-        text = str(int(value))
-    else:
-        text = str(value)
-    if text is None:
-        return None
-    text = text.strip(" ")
-    return text or None
-
-
-def key_integer(dataset: Mapping[str, Any], tag: int) -> int | None:
-    """The first value of an IS attribute as an integer, None when absent or not a number."""
-    value = first_value(dataset, tag)
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    try:
-        return int(str(value).strip(" ")) if value is not None else None
-    except ValueError:
-        try:
-            number = float(str(value))
-        except ValueError:
-            return None
-        return int(number) if number.is_integer() else None
+    study_keys: MatchDocument
+    series_keys: MatchDocument
+    instance_keys: MatchDocument
 
 
 def without_bulk_data(dataset: Mapping[str, Any]) -> JsonDataset:
@@ -257,22 +154,16 @@ def split_levels(
     series[tag_key(SERIES_INSTANCE_UID)] = element("UI", series_uid)
     instance = subset(clean, INSTANCE_LEVEL_TAGS)
     instance[tag_key(SOP_INSTANCE_UID)] = element("UI", sop_uid)
+    timezone = dataset_timezone(metadata)
+    instance_keys = match_document(clean, keys=_InstanceKeys(), timezone=timezone)
+    instance_keys[tag_key(SOP_INSTANCE_UID)] = [sop_uid]
     return LevelSplit(
         study=dict(sorted(study.items())),
         series=dict(sorted(series.items())),
         instance=dict(sorted(instance.items())),
-        study_keys=StudyKeys(
-            patient_id=key_text(metadata, PATIENT_ID),
-            patient_name=key_text(metadata, PATIENT_NAME),
-            accession_number=key_text(metadata, ACCESSION_NUMBER),
-            study_date=key_text(metadata, STUDY_DATE),
-            study_id=key_text(metadata, STUDY_ID),
-        ),
-        series_keys=SeriesKeys(
-            modality=key_text(metadata, MODALITY),
-            series_number=key_integer(metadata, SERIES_NUMBER),
-        ),
-        instance_keys=InstanceKeys(instance_number=key_integer(metadata, INSTANCE_NUMBER)),
+        study_keys=match_document(study, timezone=timezone),
+        series_keys=match_document(series, timezone=timezone),
+        instance_keys=instance_keys,
     )
 
 
@@ -294,9 +185,12 @@ def study_computed(
     instance_count: int,
     modalities: Iterable[str],
     sop_classes: Iterable[str],
+    patient_counts: tuple[int, int, int] | None = None,
 ) -> JsonDataset:
-    """The attributes a study result computes rather than stores (PS3.18 Table 10.6.3-3)."""
-    return {
+    """The attributes a study result computes rather than stores (PS3.18 Table 10.6.3-3);
+    ``patient_counts`` (studies, series, instances of the study's patient) adds the
+    NumberOfPatientRelated* attributes (PS3.4 §C.6.1.1.2)."""
+    computed = {
         tag_key(INSTANCE_AVAILABILITY): element("CS", "ONLINE"),
         tag_key(MODALITIES_IN_STUDY): element("CS", *sorted(set(modalities))),
         tag_key(SOP_CLASSES_IN_STUDY): element("UI", *sorted(set(sop_classes))),
@@ -304,6 +198,15 @@ def study_computed(
         tag_key(NUMBER_OF_STUDY_RELATED_SERIES): element("IS", series_count),
         tag_key(NUMBER_OF_STUDY_RELATED_INSTANCES): element("IS", instance_count),
     }
+    if patient_counts is not None:
+        for tag, count in zip(PATIENT_COUNTS, patient_counts, strict=True):
+            computed[tag_key(tag)] = element("IS", count)
+    return computed
+
+
+def wants_patient_counts(include_fields: Iterable[int], include_all: bool) -> bool:
+    """NumberOfPatientRelated* cost three more counts: computed only when asked for."""
+    return include_all or any(tag in PATIENT_COUNTS for tag in include_fields)
 
 
 def series_computed(study_uid: str, series_uid: str, *, instance_count: int) -> JsonDataset:
@@ -322,6 +225,18 @@ def instance_computed(study_uid: str, series_uid: str, sop_uid: str) -> JsonData
     }
 
 
+@functools.cache
+def _sorted_keys(tags: frozenset[int]) -> tuple[str, ...]:
+    return tuple(sorted(tag_key(tag) for tag in tags))
+
+
+def tag_keys(tags: Iterable[int]) -> tuple[str, ...]:
+    """The JSON keys of ``tags`` (a set of them is converted once and remembered)."""
+    if isinstance(tags, frozenset):
+        return _sorted_keys(tags)
+    return tuple(tag_key(tag) for tag in tags)
+
+
 def compose_result(
     *,
     own: Mapping[str, Any],
@@ -338,9 +253,11 @@ def compose_result(
     levels come first and are overridden by the level's own. Keys are returned in tag order.
     """
     result: JsonDataset = dict(relational or {})
-    result.update(own if include_all else subset(own, required))
-    for tag in include_fields:
-        key = tag_key(tag)
+    if include_all:
+        result.update(own)
+    else:
+        result.update((key, own[key]) for key in tag_keys(required) if key in own)
+    for key in tag_keys(include_fields):
         if key in result:
             continue
         for source in (own, *sources):

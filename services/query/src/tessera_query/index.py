@@ -1,13 +1,18 @@
 """The index port: what the query service needs from its database.
 
-Two implementations share this contract: ``SqliteIndex`` (embedded mode) and, later, a MongoDB
-index (distributed mode). Both are driven by the same parsed ``SearchRequest`` and must return
-the same results for it, so one contract test suite can run against either. Methods are
-synchronous; the service calls them off the event loop (``asyncio.to_thread``).
+``Index`` is asynchronous, because the production database is reached over the network
+(``MongoIndex`` on pymongo's ``AsyncMongoClient``). The embedded database is SQLite, whose
+driver is synchronous: ``SqliteIndex`` implements the same operations as plain methods
+(``BlockingIndex``) and ``ThreadedIndex`` adapts it, running each call in a worker thread so
+the event loop never waits on the disk (ARCHITECTURE invariant 7).
+
+Every implementation is driven by the same parsed ``SearchRequest`` and must return the same
+results for it; one reference table of searches runs against each (tests/**/test_query_*).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -24,34 +29,78 @@ from tessera_common.messages import (
 
 
 class Index(Protocol):
-    def upsert(self, record: InstanceRecord, metadata: Mapping[str, Any]) -> IndexReply:
+    async def upsert(self, record: InstanceRecord, metadata: Mapping[str, Any]) -> IndexReply:
         """Index one stored instance, keyed by SOP Instance UID; idempotent. ``metadata`` is
         its full DICOM JSON. The reply says whether an instance with that UID was replaced
         and names its objects."""
         ...
 
-    def contains(self, sop_uid: str, sha256: str) -> bool:
+    async def contains(self, sop_uid: str, sha256: str) -> bool:
         """True when the instance is indexed with exactly these stored bytes."""
         ...
 
-    def search(self, req: SearchRequest) -> SearchReply:
+    async def search(self, req: SearchRequest) -> SearchReply:
         """One page of QIDO-RS results (PS3.18 §10.6), cut to fit ``PAGE_BYTES``."""
         ...
 
-    def locate(self, req: LocateRequest) -> LocateReply:
+    async def locate(self, req: LocateRequest) -> LocateReply:
         """The stored objects of a study, series or instance, for WADO-RS retrieval."""
         ...
 
-    def instance_metadata(self, sop_uid: str) -> str | None:
+    async def instance_metadata(self, sop_uid: str) -> str | None:
         """The instance's full DICOM JSON as stored, or None when it is not indexed."""
         ...
 
-    def metadata_page(self, req: MetadataRequest) -> MetadataReply:
+    async def metadata_page(self, req: MetadataRequest) -> MetadataReply:
         """Stored instance JSON documents in retrieve order, cut below PAGE_BYTES."""
         ...
 
-    def ping(self) -> bool:
+    async def ping(self) -> bool:
         """True when the database answers."""
         ...
 
+    async def close(self) -> None: ...
+
+
+class BlockingIndex(Protocol):
+    """The same operations as ``Index``, as blocking calls (``SqliteIndex``)."""
+
+    def upsert(self, record: InstanceRecord, metadata: Mapping[str, Any]) -> IndexReply: ...
+    def contains(self, sop_uid: str, sha256: str) -> bool: ...
+    def search(self, req: SearchRequest) -> SearchReply: ...
+    def locate(self, req: LocateRequest) -> LocateReply: ...
+    def instance_metadata(self, sop_uid: str) -> str | None: ...
+    def metadata_page(self, req: MetadataRequest) -> MetadataReply: ...
+    def ping(self) -> bool: ...
     def close(self) -> None: ...
+
+
+class ThreadedIndex:
+    """An ``Index`` over a ``BlockingIndex``: every call runs in a worker thread."""
+
+    def __init__(self, index: BlockingIndex) -> None:
+        self.blocking = index
+
+    async def upsert(self, record: InstanceRecord, metadata: Mapping[str, Any]) -> IndexReply:
+        return await asyncio.to_thread(self.blocking.upsert, record, metadata)
+
+    async def contains(self, sop_uid: str, sha256: str) -> bool:
+        return await asyncio.to_thread(self.blocking.contains, sop_uid, sha256)
+
+    async def search(self, req: SearchRequest) -> SearchReply:
+        return await asyncio.to_thread(self.blocking.search, req)
+
+    async def locate(self, req: LocateRequest) -> LocateReply:
+        return await asyncio.to_thread(self.blocking.locate, req)
+
+    async def instance_metadata(self, sop_uid: str) -> str | None:
+        return await asyncio.to_thread(self.blocking.instance_metadata, sop_uid)
+
+    async def metadata_page(self, req: MetadataRequest) -> MetadataReply:
+        return await asyncio.to_thread(self.blocking.metadata_page, req)
+
+    async def ping(self) -> bool:
+        return await asyncio.to_thread(self.blocking.ping)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.blocking.close)

@@ -36,7 +36,7 @@ from tessera_common.messages import (
 from tessera_common.settings import Settings
 from tessera_common.telemetry import setup_tracing
 
-from .index import Index
+from .index import Index, ThreadedIndex
 from .sqlite_index import SqliteIndex
 
 log = logging.getLogger(__name__)
@@ -57,25 +57,25 @@ class QueryService:
         metadata = record.metadata
         if metadata is None:
             metadata = (await self._read_sidecar(record.sidecar_key)).metadata or {}
-        return await asyncio.to_thread(self._index.upsert, record, metadata)
+        return await self._index.upsert(record, metadata)
 
     async def search(self, request: SearchRequest) -> SearchReply:
-        return await asyncio.to_thread(self._index.search, request)
+        return await self._index.search(request)
 
     async def locate(self, request: LocateRequest) -> LocateReply:
-        reply = await asyncio.to_thread(self._index.locate, request)
+        reply = await self._index.locate(request)
         if not reply.instances and request.offset == 0:
             raise TesseraError(ErrorCode.NOT_FOUND, _not_found(request))
         return reply
 
     async def metadata(self, request: MetadataRequest) -> MetadataReply:
-        reply = await asyncio.to_thread(self._index.metadata_page, request)
+        reply = await self._index.metadata_page(request)
         if not reply.documents and request.offset == 0:
             raise TesseraError(ErrorCode.NOT_FOUND, _not_found(request))
         return reply
 
     async def ping(self, _: Ping) -> Pong:
-        await asyncio.to_thread(self._index.ping)
+        await self._index.ping()
         return Pong(service="query", ready=True)
 
     async def on_event(self, event: InstanceStoredEvent) -> None:
@@ -83,14 +83,14 @@ class QueryService:
         age = (datetime.now(UTC) - datetime.fromisoformat(event.stored_at)).total_seconds()
         if age < CATCH_UP_DELAY:
             await asyncio.sleep(CATCH_UP_DELAY - max(age, 0.0))
-        if await asyncio.to_thread(self._index.contains, event.sop_uid, event.sha256):
+        if await self._index.contains(event.sop_uid, event.sha256):
             return
         try:
             record = await self._read_sidecar(event.sidecar_key)
         except TesseraError:
             log.warning("sidecar %s of a stored event is gone; skipped", event.sidecar_key)
             return
-        await asyncio.to_thread(self._index.upsert, record, record.metadata or {})
+        await self._index.upsert(record, record.metadata or {})
         log.info("caught up: indexed %s from the event stream", event.sop_uid)
 
     async def _read_sidecar(self, key: str) -> InstanceRecord:
@@ -140,12 +140,25 @@ async def follow_events(bus: Bus, service: QueryService) -> None:
             await message.ack()
 
 
+async def open_index(settings: Settings) -> Index:
+    """The index the settings name: SQLite in the data directory (embedded mode) or MongoDB
+    (distributed mode), with its indexes created."""
+    if settings.index_backend == "mongodb":
+        from .mongo_index import MongoIndex
+
+        mongo = MongoIndex.connect(settings.mongodb_uri, settings.mongodb_database)
+        await mongo.ensure_indexes()
+        return mongo
+    settings.resolved_sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    sqlite = await asyncio.to_thread(SqliteIndex, settings.resolved_sqlite_path)
+    return ThreadedIndex(sqlite)
+
+
 async def run(settings: Settings) -> None:
     """Serve the index until cancelled."""
     setup_tracing("tessera-query")
     blobs = open_blob_store(settings)
-    settings.resolved_sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-    index = SqliteIndex(settings.resolved_sqlite_path)
+    index = await open_index(settings)
     bus = await Bus.connect(
         settings.nats_url, name="tessera-query", request_timeout=settings.request_timeout
     )
@@ -159,7 +172,7 @@ async def run(settings: Settings) -> None:
         await bus.serve(Subject.QUERY_METADATA, MetadataRequest, service.metadata, queue=QUEUE)
         await bus.serve(Subject.QUERY_PING, Ping, service.ping, queue=QUEUE)
         follower = asyncio.create_task(follow_events(bus, service))
-        log.info("query service ready (index %s)", settings.resolved_sqlite_path)
+        log.info("query service ready (%s index)", settings.index_backend)
         await asyncio.Event().wait()
     finally:
         if follower is not None:
@@ -167,4 +180,4 @@ async def run(settings: Settings) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
         await bus.close()
-        index.close()
+        await index.close()

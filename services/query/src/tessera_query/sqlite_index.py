@@ -5,23 +5,30 @@ a lock (SQLite connections are not safe for concurrent use). Writes are one tran
 instance, so an instance is visible with its study and series rows or not at all (ARCHITECTURE
 invariant 2). Searches run the compiled key query and read the page's stored JSON inside one
 read transaction, so a page is a consistent snapshot.
+
+The schema carries a version (``PRAGMA user_version``). An index written by an older version is
+rebuilt in place on opening, from the instance JSON and records it keeps: the index is derived
+data (ARCHITECTURE invariant 4), so its layout may change freely between versions.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
-from tessera_common.dicom_json import JsonDataset, element, subset, tag_key
+from tessera_common.dicom_json import JsonDataset
+from tessera_common.errors import ErrorCode, TesseraError
 from tessera_common.messages import (
-    PAGE_BYTES,
+    FrameIndex,
     IndexReply,
     InstanceRecord,
     LocatedInstance,
@@ -29,78 +36,141 @@ from tessera_common.messages import (
     LocateRequest,
     MetadataReply,
     MetadataRequest,
-    QueryLevel,
     SearchReply,
     SearchRequest,
 )
-from tessera_common.qido import (
-    RELATIONAL_SERIES_ATTRIBUTES,
-    RELATIONAL_STUDY_ATTRIBUTES,
-    REQUIRED_RETURN_ATTRIBUTES,
-)
-from tessera_query.attributes import (
-    SERIES_INSTANCE_UID,
-    STUDY_INSTANCE_UID,
-    compose_result,
-    instance_computed,
-    series_computed,
-    split_levels,
-    study_computed,
-    without_bulk_data,
-)
-from tessera_query.sql import LOCATE_COLUMNS, SCHEMA, compile_locate, compile_search
 
-#: UIDs read per batch when fetching a page's documents; far below SQLite's parameter limit.
-_BATCH = 200
+from .attributes import LevelSplit, split_levels
+from .match_keys import first
+from .paging import PageBudget, batches
+from .sql import LOCATE_COLUMNS, SCHEMA, SCHEMA_VERSION, compile_locate, compile_search
+from .sqlite_results import COMPOSERS
+
+log = logging.getLogger(__name__)
+
 #: The most instances one locate page may list.
 MAX_LOCATE_LIMIT = 10000
+#: A search still running after this many seconds is abandoned as too broad (PS3.18 §10.6.3,
+#: 413): it would hold the index's connection from every other request.
+SEARCH_SECONDS = 20.0
+_PROGRESS_STEPS = 20_000
 
-_T = TypeVar("_T")
+_RECORD_COLUMNS = (
+    "sop_uid, series_uid, study_uid, sop_class_uid, transfer_syntax_uid, object_key,"
+    " sidecar_key, size, sha256, stored_at, frames, metadata"
+)
 
 
 def _dumps(dataset: Mapping[str, Any]) -> str:
     return orjson.dumps(dataset).decode()
 
 
-def _marks(count: int) -> str:
-    return ", ".join("?" * count)
+def _study_columns(split: LevelSplit) -> tuple[Any, ...]:
+    """The study row's indexed columns, from its match document (``sql.HOT_COLUMNS``)."""
+    keys = split.study_keys
+    words = keys.get("00100010:F")
+    return (
+        first(keys, "00100020"),
+        first(keys, "00100010:A"),
+        first(keys, "00100010:I"),
+        first(keys, "00100010:P"),
+        " " + " ".join(words) + " " if words else None,
+        first(keys, "00080050"),
+        first(keys, "00080020"),
+        first(keys, "00080030"),
+        first(keys, "00080020:U"),
+        first(keys, "00200010"),
+    )
 
 
-def _batches(items: Sequence[_T], size: int = _BATCH) -> Iterator[Sequence[_T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-class _PageBudget:
-    """Counts serialized bytes so a page stays under ``PAGE_BYTES``; the first item always
-    fits, so every page makes progress."""
-
-    def __init__(self, limit: int = PAGE_BYTES) -> None:
-        self._limit = limit
-        self._used = 0
-        self._count = 0
-
-    def admit(self, size: int) -> bool:
-        if self._count and self._used + size > self._limit:
-            return False
-        self._used += size
-        self._count += 1
-        return True
+def _integer(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class SqliteIndex:
     """The ``Index`` port on a SQLite file (created with its schema when missing)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        search_seconds: float = SEARCH_SECONDS,
+        progress_steps: int = _PROGRESS_STEPS,
+    ) -> None:
         self._lock = threading.Lock()
+        self._search_seconds = search_seconds
+        self._deadline: float | None = None
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA busy_timeout=5000")
+            self._conn.execute("PRAGMA cache_size=-65536")
+            self._conn.set_progress_handler(self._over_time, progress_steps)
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            existing = self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'instances'"
+            ).fetchone()
+            if existing is not None and version != SCHEMA_VERSION:
+                self._rebuild(version)
             with self._transaction():
                 for statement in SCHEMA:
                     self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _over_time(self) -> int:
+        """SQLite's progress handler: a non-zero answer interrupts the running statement."""
+        deadline = self._deadline
+        return 1 if deadline is not None and time.monotonic() > deadline else 0
+
+    def _rebuild(self, version: int) -> None:
+        """Re-derive every row from the instances table of an older schema (caller holds the
+        lock): the old tables are renamed, the new ones created, each instance indexed again."""
+        log.warning("index schema %s is older than %s: rebuilding it", version, SCHEMA_VERSION)
+        with self._transaction():
+            for table in ("studies", "series", "instances"):
+                self._conn.execute(f"ALTER TABLE {table} RENAME TO old_{table}")
+            for row in self._conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name LIKE 'old_%'"
+                " AND sql IS NOT NULL"
+            ).fetchall():
+                self._conn.execute(f'DROP INDEX "{row[0]}"')
+            for statement in SCHEMA:
+                self._conn.execute(statement)
+            rows = self._conn.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM old_instances"  # noqa: S608 - fixed columns
+            ).fetchall()
+            for row in rows:
+                (
+                    sop,
+                    series,
+                    study,
+                    sop_class,
+                    syntax,
+                    key,
+                    sidecar,
+                    size,
+                    sha,
+                    at,
+                    frames,
+                    meta,
+                ) = row
+                record = InstanceRecord(
+                    study_uid=study,
+                    series_uid=series,
+                    sop_uid=sop,
+                    sop_class_uid=sop_class,
+                    transfer_syntax_uid=syntax,
+                    object_key=key,
+                    sidecar_key=sidecar,
+                    size=size,
+                    sha256=sha,
+                    stored_at=at,
+                    frames=FrameIndex.model_validate_json(frames) if frames else None,
+                )
+                self._write(self._conn, record, orjson.loads(meta))
+            for table in ("studies", "series", "instances"):
+                self._conn.execute(f"DROP TABLE old_{table}")
 
     def __enter__(self) -> SqliteIndex:
         return self
@@ -136,100 +206,8 @@ class SqliteIndex:
         The reply names the objects of the instance replaced, so the store can delete them
         when their keys differ from the new ones.
         """
-        split = split_levels(
-            metadata,
-            study_uid=record.study_uid,
-            series_uid=record.series_uid,
-            sop_uid=record.sop_uid,
-        )
-        study, series = split.study_keys, split.series_keys
-        frames = record.frames.model_dump_json() if record.frames is not None else None
         with self._lock, self._transaction() as db:
-            previous = db.execute(
-                "SELECT series_uid, study_uid, object_key, sidecar_key FROM instances"
-                " WHERE sop_uid = ?",
-                (record.sop_uid,),
-            ).fetchone()
-            series_row = db.execute(
-                "SELECT study_uid FROM series WHERE series_uid = ?", (record.series_uid,)
-            ).fetchone()
-            db.execute(
-                "INSERT INTO studies (study_uid, patient_id, patient_name, accession_number,"
-                " study_date, study_id, json) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (study_uid) DO UPDATE SET patient_id = excluded.patient_id,"
-                " patient_name = excluded.patient_name,"
-                " accession_number = excluded.accession_number,"
-                " study_date = excluded.study_date, study_id = excluded.study_id,"
-                " json = excluded.json",
-                (
-                    record.study_uid,
-                    study.patient_id,
-                    study.patient_name,
-                    study.accession_number,
-                    study.study_date,
-                    study.study_id,
-                    _dumps(split.study),
-                ),
-            )
-            db.execute(
-                "INSERT INTO series (series_uid, study_uid, modality, series_number, json)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (series_uid) DO UPDATE SET"
-                " study_uid = excluded.study_uid, modality = excluded.modality,"
-                " series_number = excluded.series_number, json = excluded.json",
-                (
-                    record.series_uid,
-                    record.study_uid,
-                    series.modality,
-                    series.series_number,
-                    _dumps(split.series),
-                ),
-            )
-            if series_row is not None and series_row[0] != record.study_uid:
-                db.execute(
-                    "UPDATE instances SET study_uid = ? WHERE series_uid = ?",
-                    (record.study_uid, record.series_uid),
-                )
-                self._drop_empty_study(db, series_row[0])
-            db.execute(
-                "INSERT INTO instances (sop_uid, series_uid, study_uid, sop_class_uid,"
-                " instance_number, transfer_syntax_uid, object_key, sidecar_key, size, sha256,"
-                " stored_at, frames, json, metadata)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (sop_uid) DO UPDATE SET series_uid = excluded.series_uid,"
-                " study_uid = excluded.study_uid, sop_class_uid = excluded.sop_class_uid,"
-                " instance_number = excluded.instance_number,"
-                " transfer_syntax_uid = excluded.transfer_syntax_uid,"
-                " object_key = excluded.object_key, sidecar_key = excluded.sidecar_key,"
-                " size = excluded.size, sha256 = excluded.sha256,"
-                " stored_at = excluded.stored_at, frames = excluded.frames,"
-                " json = excluded.json, metadata = excluded.metadata",
-                (
-                    record.sop_uid,
-                    record.series_uid,
-                    record.study_uid,
-                    record.sop_class_uid,
-                    split.instance_keys.instance_number,
-                    record.transfer_syntax_uid,
-                    record.object_key,
-                    record.sidecar_key,
-                    record.size,
-                    record.sha256,
-                    record.stored_at,
-                    frames,
-                    _dumps(split.instance),
-                    _dumps(metadata),
-                ),
-            )
-            if previous is not None:
-                old_series, old_study, _, _ = previous
-                if old_series != record.series_uid:
-                    db.execute(
-                        "DELETE FROM series WHERE series_uid = ?"
-                        " AND NOT EXISTS (SELECT 1 FROM instances WHERE series_uid = ?)",
-                        (old_series, old_series),
-                    )
-                if old_study != record.study_uid:
-                    self._drop_empty_study(db, old_study)
+            previous = self._write(db, record, metadata)
         if previous is None:
             return IndexReply(indexed=True)
         return IndexReply(
@@ -238,6 +216,109 @@ class SqliteIndex:
             previous_object_key=previous[2],
             previous_sidecar_key=previous[3],
         )
+
+    def _write(
+        self, db: sqlite3.Connection, record: InstanceRecord, metadata: Mapping[str, Any]
+    ) -> tuple[str, str, str, str] | None:
+        """Write one instance's rows inside the caller's transaction; the replaced instance's
+        (series, study, object key, sidecar key), if any."""
+        split = split_levels(
+            metadata,
+            study_uid=record.study_uid,
+            series_uid=record.series_uid,
+            sop_uid=record.sop_uid,
+        )
+        frames = record.frames.model_dump_json() if record.frames is not None else None
+        previous = db.execute(
+            "SELECT series_uid, study_uid, object_key, sidecar_key FROM instances"
+            " WHERE sop_uid = ?",
+            (record.sop_uid,),
+        ).fetchone()
+        series_row = db.execute(
+            "SELECT study_uid FROM series WHERE series_uid = ?", (record.series_uid,)
+        ).fetchone()
+        db.execute(
+            "INSERT INTO studies (study_uid, patient_id, patient_name, patient_name_i,"
+            " patient_name_p, patient_words, accession_number, study_date, study_time,"
+            " study_instant, study_id, json, keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (study_uid) DO UPDATE SET patient_id = excluded.patient_id,"
+            " patient_name = excluded.patient_name, patient_name_i = excluded.patient_name_i,"
+            " patient_name_p = excluded.patient_name_p,"
+            " patient_words = excluded.patient_words,"
+            " accession_number = excluded.accession_number,"
+            " study_date = excluded.study_date, study_time = excluded.study_time,"
+            " study_instant = excluded.study_instant, study_id = excluded.study_id,"
+            " json = excluded.json, keys = excluded.keys",
+            (
+                record.study_uid,
+                *_study_columns(split),
+                _dumps(split.study),
+                _dumps(split.study_keys),
+            ),
+        )
+        db.execute(
+            "INSERT INTO series (series_uid, study_uid, modality, series_number, json, keys)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (series_uid) DO UPDATE SET"
+            " study_uid = excluded.study_uid, modality = excluded.modality,"
+            " series_number = excluded.series_number, json = excluded.json,"
+            " keys = excluded.keys",
+            (
+                record.series_uid,
+                record.study_uid,
+                first(split.series_keys, "00080060"),
+                _integer(first(split.series_keys, "00200011")),
+                _dumps(split.series),
+                _dumps(split.series_keys),
+            ),
+        )
+        if series_row is not None and series_row[0] != record.study_uid:
+            db.execute(
+                "UPDATE instances SET study_uid = ? WHERE series_uid = ?",
+                (record.study_uid, record.series_uid),
+            )
+            self._drop_empty_study(db, series_row[0])
+        db.execute(
+            "INSERT INTO instances (sop_uid, series_uid, study_uid, sop_class_uid,"
+            " instance_number, transfer_syntax_uid, object_key, sidecar_key, size, sha256,"
+            " stored_at, frames, json, keys, metadata)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (sop_uid) DO UPDATE SET series_uid = excluded.series_uid,"
+            " study_uid = excluded.study_uid, sop_class_uid = excluded.sop_class_uid,"
+            " instance_number = excluded.instance_number,"
+            " transfer_syntax_uid = excluded.transfer_syntax_uid,"
+            " object_key = excluded.object_key, sidecar_key = excluded.sidecar_key,"
+            " size = excluded.size, sha256 = excluded.sha256,"
+            " stored_at = excluded.stored_at, frames = excluded.frames,"
+            " json = excluded.json, keys = excluded.keys, metadata = excluded.metadata",
+            (
+                record.sop_uid,
+                record.series_uid,
+                record.study_uid,
+                record.sop_class_uid,
+                _integer(first(split.instance_keys, "00200013")),
+                record.transfer_syntax_uid,
+                record.object_key,
+                record.sidecar_key,
+                record.size,
+                record.sha256,
+                record.stored_at,
+                frames,
+                _dumps(split.instance),
+                _dumps(split.instance_keys),
+                _dumps(metadata),
+            ),
+        )
+        if previous is not None:
+            old_series, old_study, _, _ = previous
+            if old_series != record.series_uid:
+                db.execute(
+                    "DELETE FROM series WHERE series_uid = ?"
+                    " AND NOT EXISTS (SELECT 1 FROM instances WHERE series_uid = ?)",
+                    (old_series, old_series),
+                )
+            if old_study != record.study_uid:
+                self._drop_empty_study(db, old_study)
+        return None if previous is None else (previous[0], previous[1], previous[2], previous[3])
 
     @staticmethod
     def _drop_empty_study(db: sqlite3.Connection, study_uid: str) -> None:
@@ -277,7 +358,7 @@ class SqliteIndex:
             + " AND ".join(conditions)
             + " ORDER BY series_uid, instance_number, sop_uid LIMIT -1 OFFSET ?"
         )
-        budget = _PageBudget()
+        budget = PageBudget()
         documents: list[str] = []
         with self._lock:
             cursor = self._conn.execute(sql, (*params, req.offset))
@@ -310,15 +391,27 @@ class SqliteIndex:
         continues the same window.
         """
         sql, params = compile_search(req)
-        compose = _COMPOSERS[req.level]
-        budget = _PageBudget()
+        compose = COMPOSERS[req.level]
+        budget = PageBudget()
         results: list[JsonDataset] = []
         cut = False
         with self._lock, self._transaction("DEFERRED") as db:
-            keys = db.execute(sql, params).fetchall()
+            self._deadline = time.monotonic() + self._search_seconds
+            try:
+                keys = db.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "interrupted" not in str(exc):
+                    raise
+                raise TesseraError(
+                    ErrorCode.PAYLOAD_TOO_LARGE,
+                    f"the search was too broad: it ran longer than {self._search_seconds:g} s;"
+                    " narrow it with indexed keys (PatientID, StudyDate, AccessionNumber…)",
+                ) from None
+            finally:
+                self._deadline = None
             more_available = len(keys) > req.limit
             keys = keys[: req.limit]
-            for batch in _batches(keys):
+            for batch in batches(keys):
                 for result in compose(db, req, batch):
                     if not budget.admit(len(orjson.dumps(result))):
                         cut = True
@@ -336,7 +429,7 @@ class SqliteIndex:
         sql, params = compile_locate(req, limit=limit)
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
-        budget = _PageBudget()
+        budget = PageBudget()
         instances: list[LocatedInstance] = []
         for row in rows[:limit]:
             located = LocatedInstance(**dict(zip(LOCATE_COLUMNS, row, strict=True)))
@@ -347,166 +440,3 @@ class SqliteIndex:
         return LocateReply(
             instances=instances, next_offset=req.offset + len(instances) if more else None
         )
-
-
-# -- composing results ---------------------------------------------------------------------
-
-
-def _documents(
-    db: sqlite3.Connection, sql: str, uids: Sequence[str]
-) -> dict[str, tuple[JsonDataset, ...]]:
-    """Rows of ``sql`` (a key column, then JSON text columns, filtered by ``IN ({marks})``)
-    for ``uids``, keyed by the first column, each JSON column parsed (NULL stays empty)."""
-    found: dict[str, tuple[JsonDataset, ...]] = {}
-    unique = list(dict.fromkeys(uids))
-    for batch in _batches(unique):
-        for key, *texts in db.execute(sql.format(marks=_marks(len(batch))), list(batch)):
-            found[key] = tuple(orjson.loads(text) if text is not None else {} for text in texts)
-    return found
-
-
-def _study_results(
-    db: sqlite3.Connection, req: SearchRequest, keys: Sequence[tuple[str, ...]]
-) -> Iterator[JsonDataset]:
-    uids = [key[0] for key in keys]
-    docs = _documents(db, "SELECT study_uid, json FROM studies WHERE study_uid IN ({marks})", uids)
-    marks = _marks(len(uids))
-    modalities: dict[str, set[str]] = {uid: set() for uid in uids}
-    series_counts = dict.fromkeys(uids, 0)
-    for study_uid, modality in db.execute(
-        f"SELECT study_uid, modality FROM series WHERE study_uid IN ({marks})",  # noqa: S608
-        uids,
-    ):
-        series_counts[study_uid] += 1
-        if modality:
-            modalities[study_uid].add(modality)
-    sop_classes: dict[str, set[str]] = {uid: set() for uid in uids}
-    instance_counts = dict.fromkeys(uids, 0)
-    for study_uid, sop_class, count in db.execute(
-        "SELECT study_uid, sop_class_uid, COUNT(*) FROM instances"  # noqa: S608 - marks only
-        f" WHERE study_uid IN ({marks}) GROUP BY study_uid, sop_class_uid",
-        uids,
-    ):
-        instance_counts[study_uid] += count
-        sop_classes[study_uid].add(sop_class)
-    for uid in uids:
-        if uid not in docs:
-            continue
-        (study,) = docs[uid]
-        yield compose_result(
-            own=study,
-            required=REQUIRED_RETURN_ATTRIBUTES[QueryLevel.STUDY],
-            computed=study_computed(
-                uid,
-                series_count=series_counts[uid],
-                instance_count=instance_counts[uid],
-                modalities=modalities[uid],
-                sop_classes=sop_classes[uid],
-            ),
-            include_fields=req.include_fields,
-            include_all=req.include_all,
-        )
-
-
-def _series_results(
-    db: sqlite3.Connection, req: SearchRequest, keys: Sequence[tuple[str, ...]]
-) -> Iterator[JsonDataset]:
-    series_uids = [key[1] for key in keys]
-    docs = _documents(
-        db, "SELECT series_uid, json FROM series WHERE series_uid IN ({marks})", series_uids
-    )
-    studies: dict[str, tuple[JsonDataset, ...]] = {}
-    if req.study_uid is None or req.include_fields:
-        studies = _documents(
-            db,
-            "SELECT study_uid, json FROM studies WHERE study_uid IN ({marks})",
-            [key[0] for key in keys],
-        )
-    counts = dict.fromkeys(series_uids, 0)
-    counts.update(
-        db.execute(
-            "SELECT series_uid, COUNT(*) FROM instances"  # noqa: S608
-            f" WHERE series_uid IN ({_marks(len(series_uids))}) GROUP BY series_uid",
-            series_uids,
-        ).fetchall()
-    )
-    for study_uid, series_uid, *_ in keys:
-        if series_uid not in docs:
-            continue
-        (series,) = docs[series_uid]
-        study = studies.get(study_uid, ({},))[0]
-        relational = {tag_key(STUDY_INSTANCE_UID): element("UI", study_uid)}
-        if req.study_uid is None:
-            relational.update(subset(study, RELATIONAL_STUDY_ATTRIBUTES))
-        yield compose_result(
-            own=series,
-            required=REQUIRED_RETURN_ATTRIBUTES[QueryLevel.SERIES],
-            computed=series_computed(study_uid, series_uid, instance_count=counts[series_uid]),
-            relational=relational,
-            include_fields=req.include_fields,
-            include_all=req.include_all,
-            sources=(study,),
-        )
-
-
-def _instance_results(
-    db: sqlite3.Connection, req: SearchRequest, keys: Sequence[tuple[str, ...]]
-) -> Iterator[JsonDataset]:
-    sop_uids = [key[2] for key in keys]
-    full = req.include_all or bool(req.include_fields)
-    column = "metadata" if full else "NULL"
-    docs = _documents(
-        db,
-        f"SELECT sop_uid, json, {column} FROM instances WHERE sop_uid IN ({{marks}})",  # noqa: S608
-        sop_uids,
-    )
-    series_docs: dict[str, tuple[JsonDataset, ...]] = {}
-    if req.series_uid is None:
-        series_docs = _documents(
-            db,
-            "SELECT series_uid, json FROM series WHERE series_uid IN ({marks})",
-            [key[1] for key in keys],
-        )
-    study_docs: dict[str, tuple[JsonDataset, ...]] = {}
-    if req.study_uid is None:
-        study_docs = _documents(
-            db,
-            "SELECT study_uid, json FROM studies WHERE study_uid IN ({marks})",
-            [key[0] for key in keys],
-        )
-    for study_uid, series_uid, sop_uid, *_ in keys:
-        if sop_uid not in docs:
-            continue
-        instance, metadata = docs[sop_uid]
-        relational: JsonDataset = {}
-        if req.study_uid is None:
-            relational.update(
-                subset(study_docs.get(study_uid, ({},))[0], RELATIONAL_STUDY_ATTRIBUTES)
-            )
-        if req.series_uid is None:
-            relational.update(
-                subset(series_docs.get(series_uid, ({},))[0], RELATIONAL_SERIES_ATTRIBUTES)
-            )
-        relational[tag_key(STUDY_INSTANCE_UID)] = element("UI", study_uid)
-        relational[tag_key(SERIES_INSTANCE_UID)] = element("UI", series_uid)
-        clean = without_bulk_data(metadata) if full else {}
-        yield compose_result(
-            own=clean if req.include_all else instance,
-            required=REQUIRED_RETURN_ATTRIBUTES[QueryLevel.INSTANCE],
-            computed=instance_computed(study_uid, series_uid, sop_uid),
-            relational=relational,
-            include_fields=req.include_fields,
-            include_all=req.include_all,
-            sources=(clean,),
-        )
-
-
-_Composer = Callable[
-    [sqlite3.Connection, SearchRequest, Sequence[tuple[str, ...]]], Iterator[JsonDataset]
-]
-
-_COMPOSERS: dict[QueryLevel, _Composer] = {
-    QueryLevel.STUDY: _study_results,
-    QueryLevel.SERIES: _series_results,
-    QueryLevel.INSTANCE: _instance_results,
-}
