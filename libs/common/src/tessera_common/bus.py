@@ -1,6 +1,8 @@
 """The message bus on nats-py: request/reply in queue groups and durable JetStream events.
 
-Every request and event carries the W3C trace context in its headers. A handler's
+Every request and event carries the W3C trace context in its headers, and every request,
+handler and publication is timed into the ``tessera_bus_*`` Prometheus histograms
+(``metrics.py``) by subject and outcome. A handler's
 ``TesseraError`` travels back as headers (``Tessera-Error-Code`` / ``Tessera-Error-Reason``,
 in the manner of ``Nats-Service-Error-Code``) and is raised again on the requesting side, so the
 gateway can answer with the right HTTP status.
@@ -21,10 +23,18 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
 from pydantic import ValidationError
 
 from .errors import ErrorCode, TesseraError
 from .messages import EVENTS_STREAM, EVENTS_SUBJECTS, Message
+from .metrics import (
+    BUS_HANDLER_SECONDS,
+    BUS_HANDLERS_IN_FLIGHT,
+    BUS_PUBLISH_SECONDS,
+    BUS_REQUEST_SECONDS,
+    OUTCOME_OK,
+)
 from .telemetry import extract_context, inject_headers, tracer
 
 ERROR_CODE_HEADER = "Tessera-Error-Code"
@@ -42,6 +52,32 @@ def service_of(subject: str) -> str:
     """``tessera.v1.store.ingest`` -> ``store``."""
     parts = subject.split(".")
     return parts[2] if len(parts) > 2 else subject
+
+
+def _span_attributes(subject: str, operation: str) -> dict[str, str]:
+    """OpenTelemetry messaging attributes; the subject names a verb, never a UID."""
+    return {
+        "messaging.system": "nats",
+        "messaging.destination.name": str(subject),
+        "messaging.operation.type": operation,
+    }
+
+
+def _outcome(exc: BaseException) -> str:
+    """The ``outcome`` metric label of a failure: a bounded set of names."""
+    if isinstance(exc, TesseraError):
+        return exc.code.value
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return "exception"
+
+
+def _mark_error(span: Span, code: ErrorCode) -> None:
+    """Record an error code on a span (never the reason: it may quote the request); only
+    server-side failures (5xx) make the span an error."""
+    span.set_attribute("tessera.error", code.value)
+    if code.http_status >= 500:
+        span.set_status(Status(StatusCode.ERROR, code.value))
 
 
 class Bus:
@@ -118,28 +154,47 @@ class Bus:
         """
         payload = message.model_dump_json().encode()
         timeout = timeout or self._timeout
+        started = time.perf_counter()
         deadline = time.monotonic() + NO_RESPONDER_RETRY_SECONDS
-        with self._tracer.start_as_current_span(subject, kind=trace.SpanKind.CLIENT):
-            headers = inject_headers({})
-            while True:
-                try:
-                    reply = await self._nc.request(
-                        subject, payload, timeout=timeout, headers=headers
-                    )
-                    break
-                except nats.errors.NoRespondersError as exc:
-                    if time.monotonic() > deadline:
+        outcome = OUTCOME_OK
+        with self._tracer.start_as_current_span(
+            str(subject),  # a Subject member names the span as text
+            kind=trace.SpanKind.CLIENT,
+            attributes=_span_attributes(subject, "send"),
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                headers = inject_headers({})
+                while True:
+                    try:
+                        reply = await self._nc.request(
+                            subject, payload, timeout=timeout, headers=headers
+                        )
+                        break
+                    except nats.errors.NoRespondersError as exc:
+                        if time.monotonic() > deadline:
+                            raise TesseraError(
+                                ErrorCode.SERVICE_UNAVAILABLE,
+                                f"the {service_of(subject)} service is not running; retry later",
+                            ) from exc
+                        await asyncio.sleep(0.1)
+                    except nats.errors.TimeoutError as exc:
                         raise TesseraError(
-                            ErrorCode.SERVICE_UNAVAILABLE,
-                            f"the {service_of(subject)} service is not running; retry later",
+                            ErrorCode.TIMEOUT,
+                            f"the {service_of(subject)} service did not answer within "
+                            f"{timeout:g} s",
                         ) from exc
-                    await asyncio.sleep(0.1)
-                except nats.errors.TimeoutError as exc:
-                    raise TesseraError(
-                        ErrorCode.TIMEOUT,
-                        f"the {service_of(subject)} service did not answer within {timeout:g} s",
-                    ) from exc
-        return self._parse_reply(reply, reply_type)
+                return self._parse_reply(reply, reply_type)
+            except BaseException as exc:
+                outcome = _outcome(exc)
+                if isinstance(exc, TesseraError):
+                    _mark_error(span, exc.code)
+                elif not isinstance(exc, asyncio.CancelledError):
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
+            finally:
+                BUS_REQUEST_SECONDS.labels(subject, outcome).observe(time.perf_counter() - started)
 
     @staticmethod
     def _parse_reply(reply: Msg, reply_type: type[RepT]) -> RepT:
@@ -180,24 +235,35 @@ class Bus:
         handler: Handler[ReqT],
         limit: asyncio.Semaphore,
     ) -> None:
+        started = time.perf_counter()
+        outcome = OUTCOME_OK
+        in_flight = BUS_HANDLERS_IN_FLIGHT.labels(msg.subject)
+        in_flight.inc()
         try:
             context = extract_context(msg.headers)
             with self._tracer.start_as_current_span(
-                msg.subject, context=context, kind=trace.SpanKind.SERVER
+                msg.subject,
+                context=context,
+                kind=trace.SpanKind.SERVER,
+                attributes=_span_attributes(msg.subject, "process"),
             ) as span:
                 try:
                     request = request_type.model_validate_json(msg.data)
                     reply = await handler(request)
                 except ValidationError as exc:
+                    outcome = ErrorCode.BAD_REQUEST.value
+                    _mark_error(span, ErrorCode.BAD_REQUEST)
                     await self._reply_error(
                         msg, ErrorCode.BAD_REQUEST, f"malformed {msg.subject} message: {exc}"
                     )
                     return
                 except TesseraError as exc:
-                    span.set_attribute("tessera.error", exc.code.value)
+                    outcome = exc.code.value
+                    _mark_error(span, exc.code)
                     await self._reply_error(msg, exc.code, exc.reason)
                     return
                 except Exception as exc:
+                    outcome = ErrorCode.INTERNAL.value
                     log.exception("handler for %s failed", msg.subject)
                     span.record_exception(exc)
                     await self._reply_error(
@@ -206,7 +272,12 @@ class Bus:
                     return
                 if msg.reply:
                     await self._nc.publish(msg.reply, reply.model_dump_json().encode())
+        except BaseException as exc:
+            outcome = _outcome(exc)
+            raise
         finally:
+            in_flight.dec()
+            BUS_HANDLER_SECONDS.labels(msg.subject, outcome).observe(time.perf_counter() - started)
             limit.release()
 
     async def _reply_error(self, msg: Msg, code: ErrorCode, reason: str) -> None:
@@ -223,10 +294,27 @@ class Bus:
 
         ``msg_id`` enables JetStream's duplicate window, so a retried publish is stored once.
         """
-        headers = inject_headers({"Nats-Msg-Id": msg_id})
-        await self._js.publish(
-            subject, message.model_dump_json().encode(), headers=headers, timeout=self._timeout
-        )
+        started = time.perf_counter()
+        outcome = OUTCOME_OK
+        with self._tracer.start_as_current_span(
+            str(subject),  # a Subject member names the span as text
+            kind=trace.SpanKind.PRODUCER,
+            attributes=_span_attributes(subject, "publish"),
+            record_exception=False,
+        ):
+            try:
+                headers = inject_headers({"Nats-Msg-Id": msg_id})
+                await self._js.publish(
+                    subject,
+                    message.model_dump_json().encode(),
+                    headers=headers,
+                    timeout=self._timeout,
+                )
+            except BaseException as exc:
+                outcome = _outcome(exc)
+                raise
+            finally:
+                BUS_PUBLISH_SECONDS.labels(subject, outcome).observe(time.perf_counter() - started)
 
     async def close(self) -> None:
         """Let in-flight handlers finish, then drain and close the connection."""

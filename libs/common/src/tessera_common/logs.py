@@ -10,12 +10,17 @@ import logging
 import os
 import sys
 
+from .telemetry import TraceContextFilter
+
 
 def configure_logging(service: str) -> None:
     level = os.environ.get("TESSERA_LOG_LEVEL", "INFO").upper()
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(TraceContextFilter())
     handler.setFormatter(
-        logging.Formatter(f"%(asctime)s {service:<8} %(levelname)-5s %(name)s: %(message)s")
+        logging.Formatter(
+            f"%(asctime)s {service:<8} %(levelname)-5s %(name)s: %(message)s trace=%(trace_id)s"
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

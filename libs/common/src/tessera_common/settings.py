@@ -32,6 +32,14 @@ class Settings(BaseSettings):
         "BulkDataURIs; derived from the request's Host when unset",
     )
 
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="port of /metrics, /healthz and /readyz for the bus-only services (store, "
+        "query, render, codec); unset: none (embedded mode runs them all on one host)",
+    )
+
     nats_url: str = "nats://127.0.0.1:4222"
     request_timeout: float = Field(default=60.0, description="seconds a bus request may take")
 

@@ -33,6 +33,7 @@ from tessera_common.messages import (
     SearchRequest,
     Subject,
 )
+from tessera_common.metrics import serving_metrics
 from tessera_common.settings import Settings
 from tessera_common.telemetry import setup_tracing
 
@@ -173,7 +174,14 @@ async def run(settings: Settings) -> None:
         await bus.serve(Subject.QUERY_PING, Ping, service.ping, queue=QUEUE)
         follower = asyncio.create_task(follow_events(bus, service))
         log.info("query service ready (%s index)", settings.index_backend)
-        await asyncio.Event().wait()
+
+        async def ready() -> bool:
+            await blobs.ping()
+            await index.ping()
+            return bus.connected
+
+        async with serving_metrics(settings.metrics_port, host=settings.host, ready=ready):
+            await asyncio.Event().wait()
     finally:
         if follower is not None:
             follower.cancel()

@@ -11,6 +11,7 @@ import pydicom.config
 from tessera_common.blobstore import open_blob_store
 from tessera_common.bus import Bus
 from tessera_common.messages import IngestRequest, Ping, Pong, Subject
+from tessera_common.metrics import serving_metrics
 from tessera_common.settings import Settings
 from tessera_common.telemetry import setup_tracing
 
@@ -48,6 +49,12 @@ async def run(settings: Settings) -> None:
         await bus.serve(Subject.STORE_INGEST, IngestRequest, ingestor.ingest, queue=QUEUE)
         await bus.serve(Subject.STORE_PING, Ping, ping, queue=QUEUE)
         log.info("store service ready")
-        await asyncio.Event().wait()
+
+        async def ready() -> bool:
+            await blobs.ping()
+            return bus.connected
+
+        async with serving_metrics(settings.metrics_port, host=settings.host, ready=ready):
+            await asyncio.Event().wait()
     finally:
         await bus.close()
