@@ -34,6 +34,7 @@ SERVICE_MODULES: Mapping[str, str] = {
     "gateway": "tessera_gateway.service",
     "store": "tessera_store.service",
     "query": "tessera_query.service",
+    "codec": "tessera_codec.service",
 }
 """Each module exposes ``async def run(settings: Settings) -> None`` serving until cancelled."""
 
@@ -51,7 +52,8 @@ app = typer.Typer(
         "Tessera: a DICOMweb archive (DICOM PS3.18: STOW-RS, QIDO-RS, WADO-RS) built from "
         "small services that talk over NATS.\n\n"
         "Start with **tessera serve**: it runs everything on this machine. The **gateway**, "
-        "**store** and **query** commands run one service alone, for distributed deployments."
+        "**store**, **query** and **codec** commands run one service alone, for distributed "
+        "deployments."
         "\n\n"
         "Every setting can also be given as an environment variable named "
         "`TESSERA_<SETTING>`, e.g. `TESSERA_PORT=8042` or `TESSERA_NATS_URL=nats://nats:4222`; "
@@ -124,8 +126,8 @@ def serve(
     """Run the whole archive on this machine, with no other infrastructure.
 
     Starts a private NATS server (with JetStream, inside the data directory), then the query,
-    store and gateway services as child processes, and restarts a service that crashes. Prints
-    the DICOMweb URL once it answers; Ctrl-C stops everything cleanly.
+    store, codec and gateway services as child processes, and restarts a service that
+    crashes. Prints the DICOMweb URL once it answers; Ctrl-C stops everything cleanly.
 
     Other settings (e.g. `TESSERA_PUBLIC_URL`, `TESSERA_MAX_PART_BYTES`) are read from the
     environment and handed on to the services. Their logs go to this terminal; the NATS
@@ -187,6 +189,22 @@ def query() -> None:
     Run several copies to share the work. Stops cleanly on SIGTERM or Ctrl-C.
     """
     _run_service("query")
+
+
+@app.command(rich_help_panel=DISTRIBUTED)
+def codec() -> None:
+    """Run the codec service alone: it transcodes instances and frames between transfer
+    syntaxes for WADO-RS, in worker processes, and caches the results in object storage.
+
+    Configured by environment variables:
+
+    * `TESSERA_NATS_URL`: the NATS server, e.g. `nats://nats:4222`
+    * `TESSERA_BLOB_BACKEND` and `TESSERA_S3_*` or `TESSERA_BLOB_ROOT`: object storage
+    * `TESSERA_CODEC_WORKERS`: worker processes (default: one per CPU, up to 4)
+
+    Run several copies to share the work. Stops cleanly on SIGTERM or Ctrl-C.
+    """
+    _run_service("codec")
 
 
 @app.command()

@@ -40,7 +40,7 @@ from tessera_common.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SERVICES: tuple[str, ...] = ("query", "store", "gateway")
+DEFAULT_SERVICES: tuple[str, ...] = ("query", "store", "codec", "gateway")
 """Start order: the index first, the HTTP front door last (stopped in reverse)."""
 
 EXIT_OK = 0

@@ -333,3 +333,41 @@ class TranscodeReply(Message):
     transfer_syntax_uid: str
     instance: DerivedInstance | None = None
     frames: list[FrameLocation] = Field(default_factory=list)
+
+
+# --- audit: one event per HTTP access (docs/SECURITY.md) ----------------------------------------
+
+#: Audit events have their own subject space and stream: they are a compliance record with a
+#: retention of their own, and nothing that replays ``tessera.v1.events.>`` should see them.
+AUDIT_SUBJECT = "tessera.v1.audit.access"
+AUDIT_STREAM = "TESSERA_AUDIT"
+AUDIT_SUBJECTS = ("tessera.v1.audit.>",)
+
+
+class AuditEvent(Message):
+    """Who accessed which resource, and with what outcome (published on ``AUDIT_SUBJECT``).
+
+    Modelled on the DICOM audit message's participants (PS3.15 §A.5: active participant,
+    network access point, participant object): ``subject`` is the token's ``sub`` or
+    ``apikey:<key id>``; the resource is the route *template* plus the path UIDs once
+    validated. No PHI beyond UIDs (ARCHITECTURE invariant 10): never the query string (QIDO-RS
+    carries patient names there), never a header, never a body.
+    """
+
+    event_id: str
+    time: str
+    service: str = "gateway"
+    subject: str
+    auth_method: Literal["jwt", "api-key", "none"]
+    client_id: str | None = None
+    action: Literal["read", "write", "delete", "admin"] | None = None
+    method: str
+    route: str
+    study_uid: str | None = None
+    series_uid: str | None = None
+    sop_uid: str | None = None
+    status: int
+    outcome: Literal["success", "denied", "client-error", "server-error", "cancelled"]
+    duration_ms: float
+    source_address: str | None = None
+    trace_id: str | None = None

@@ -10,19 +10,27 @@ from tessera_common.blobstore import open_blob_store
 from tessera_common.bus import Bus
 from tessera_common.settings import Settings
 
-from . import health, qido, stow, wado_rs
+from . import bulkdata, frames, health, metadata, qido, stow, wado_rs, wado_uri
+from .codec_client import BusCodec
 from .context import BLOBS, BUS, SETTINGS
 from .errors import error_middleware
+from .instances import CODEC, FRAME_INDEXES, FrameIndexes
+from .observability import add_metrics_route, observability_middleware
 
 UID = r"{%s:[^/]+}"
 
 
 def build_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=1024**2)
+    # Observability first (outermost): it sees the status the client gets.
+    app = web.Application(
+        middlewares=[observability_middleware, error_middleware], client_max_size=1024**2
+    )
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_resources)
+    app.cleanup_ctx.append(metadata.cancel_background)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    add_metrics_route(app.router)
     add_dicomweb_routes(app.router, settings.base_path.rstrip("/"))
     return app
 
@@ -41,7 +49,11 @@ def add_dicomweb_routes(router: web.UrlDispatcher, base: str) -> None:
     router.add_get(series + "/instances", qido.search_instances)
     for resource in (study, series, instance):
         router.add_get(resource, wado_rs.retrieve)
-        router.add_get(resource + "/metadata", wado_rs.metadata)
+        router.add_get(resource + "/metadata", metadata.metadata)
+        router.add_get(resource + "/pixeldata", bulkdata.retrieve_pixeldata)
+    router.add_get(instance + "/frames/{frames}", frames.retrieve_frames)
+    router.add_get(instance + "/bulkdata/{path:.+}", bulkdata.retrieve_bulkdata)
+    router.add_get(base + "/wado", wado_uri.retrieve)
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
@@ -51,5 +63,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         settings.nats_url, name="tessera-gateway", request_timeout=settings.request_timeout
     )
     app[BUS] = bus
+    codec = BusCodec(bus)
+    await codec.start()
+    app[CODEC] = codec
+    app[FRAME_INDEXES] = FrameIndexes(app[BLOBS])
+    app[bulkdata.ELEMENT_RANGES] = bulkdata.ElementRanges()
     yield
     await bus.close()
