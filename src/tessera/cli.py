@@ -26,6 +26,8 @@ from pydantic import ValidationError
 from tessera_common.logs import configure_logging
 from tessera_common.settings import Settings
 
+from .apikey_cli import apikey_app
+
 log = logging.getLogger("tessera")
 
 ServiceRun = Callable[[Settings], Awaitable[None]]
@@ -213,6 +215,9 @@ def version() -> None:
     typer.echo(f"tessera {_distribution_version('tessera')}")
     typer.echo(f"python {sys.version.split()[0]}")
     typer.echo(f"nats-server {_nats_server_version()}")
+
+
+app.add_typer(apikey_app, name="apikey", rich_help_panel="Administration")
 
 
 def main() -> None:

@@ -141,8 +141,11 @@ def check_port_free(host: str, port: int) -> str | None:
 
 def preflight(settings: Settings) -> str | None:
     """Everything that must hold before anything is started: the first problem, if any."""
+    from tessera_gateway.auth import check_security_settings
+
     return (
-        check_data_dir(settings.data_dir)
+        check_security_settings(settings)
+        or check_data_dir(settings.data_dir)
         or check_not_running(settings.data_dir)
         or check_port_free(settings.host, settings.port)
     )

@@ -6,11 +6,26 @@ environment by itself.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _comma_list(value: Any) -> Any:
+    """``a, b,c`` (or a JSON list) from the environment -> ``["a", "b", "c"]``."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
+"""A list setting written in the environment as comma-separated values."""
 
 
 class Settings(BaseSettings):
@@ -61,6 +76,115 @@ class Settings(BaseSettings):
 
     max_part_bytes: int = Field(default=4 * 1024**3, description="largest STOW part accepted")
     max_parts: int = Field(default=10_000, description="most parts in one STOW request")
+
+    # --- durability: duplicates and orphan collection (docs/DURABILITY.md) ---------------------
+    duplicate_policy: Literal["overwrite", "reject"] = Field(
+        default="overwrite",
+        description="a re-stored SOP Instance UID whose bytes differ: 'overwrite' (latest wins) "
+        "or 'reject' (Failure Reason 0111H); the same bytes twice always succeed",
+    )
+    orphan_grace_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="age after which an upload left in incoming/, or an instance object or "
+        "sidecar without its partner, counts as orphaned; must exceed the longest STOW request",
+    )
+    orphan_interval_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="seconds between the store service's orphan collections; 0: no timer",
+    )
+    orphan_instances: Literal["ignore", "report", "remove"] = Field(
+        default="report",
+        description="what the store's timer does with instance objects or sidecars lacking "
+        "their partner: leave them unscanned, log them, or delete them",
+    )
+
+    # --- security: authentication, CORS and audit (docs/SECURITY.md) ---------------------------
+    auth_enabled: bool = Field(
+        default=False,
+        description="require a bearer token (OIDC JWT or API key) on every DICOMweb request",
+    )
+    allow_insecure_bind: bool = Field(
+        default=False,
+        description="allow listening on a non-loopback address with authentication off",
+    )
+    auth_realm: str = Field(default="tessera", description="realm of WWW-Authenticate challenges")
+    auth_scope_claim: str = Field(
+        default="scope",
+        description="JWT claim holding the granted scopes: a space-separated string or a list; "
+        "a dotted path reaches into objects (e.g. realm_access.roles)",
+    )
+    auth_scope_prefix: str = Field(
+        default="",
+        description="prefix of Tessera's scope names at the IdP, e.g. 'tessera:' for "
+        "'tessera:read'",
+    )
+    auth_protect_metrics: bool = Field(
+        default=False, description="require the admin scope for /metrics (public by default)"
+    )
+    oidc_issuer: str | None = Field(default=None, description="expected 'iss' of bearer JWTs")
+    oidc_audience: str | None = Field(default=None, description="expected 'aud' of bearer JWTs")
+    oidc_jwks_url: str | None = Field(
+        default=None,
+        description="JWKS URL; unset: discovered from <issuer>/.well-known/openid-configuration",
+    )
+    oidc_algorithms: CommaList = Field(
+        default=["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"],
+        description="JWS algorithms accepted (asymmetric only; 'none' and HS* are refused)",
+    )
+    oidc_leeway: float = Field(
+        default=30.0, ge=0, le=300, description="clock skew (s) allowed on exp / nbf / iat"
+    )
+    oidc_jwks_cache_seconds: float = Field(
+        default=3600.0, gt=0, description="seconds a fetched JWKS is used before it is refetched"
+    )
+    oidc_jwks_refresh_interval: float = Field(
+        default=30.0,
+        ge=0,
+        description="least seconds between two JWKS fetches (an unknown 'kid' asks for one)",
+    )
+    oidc_allow_http: bool = Field(
+        default=False, description="allow a plain-http JWKS / discovery URL off loopback"
+    )
+    api_keys_file: Path | None = Field(
+        default=None, description="hashed API keys; defaults to <data_dir>/api-keys.json"
+    )
+    cors_allowed_origins: CommaList = Field(
+        default=[],
+        description="origins of browser viewers allowed by CORS ('*' only with auth off); "
+        "empty: no CORS headers",
+    )
+    cors_allowed_methods: CommaList = Field(default=["GET", "HEAD", "POST", "DELETE"])
+    cors_allowed_headers: CommaList = Field(
+        default=["Authorization", "Accept", "Content-Type", "If-None-Match", "Range"]
+    )
+    cors_exposed_headers: CommaList = Field(
+        default=[
+            "Content-Location",
+            "ETag",
+            "Warning",
+            "Content-Range",
+            "Content-Length",
+            "WWW-Authenticate",
+            "Retry-After",
+        ]
+    )
+    cors_allow_credentials: bool = Field(
+        default=False,
+        description="send Access-Control-Allow-Credentials (cookies / client certificates); "
+        "bearer tokens do not need it",
+    )
+    cors_max_age: int = Field(default=600, ge=0, description="seconds a preflight may be cached")
+    audit_enabled: bool = Field(
+        default=True, description="publish an audit event per request and log it"
+    )
+    audit_max_age_days: float = Field(
+        default=90.0, gt=0, description="days the TESSERA_AUDIT stream keeps an event"
+    )
+    audit_max_bytes: int = Field(
+        default=1024**3, gt=0, description="size at which the TESSERA_AUDIT stream drops its oldest"
+    )
 
     @property
     def resolved_blob_root(self) -> Path:

@@ -10,7 +10,7 @@ from tessera_common.blobstore import open_blob_store
 from tessera_common.bus import Bus
 from tessera_common.settings import Settings
 
-from . import bulkdata, frames, health, metadata, qido, stow, wado_rs, wado_uri
+from . import auth, bulkdata, cors, frames, health, metadata, qido, stow, wado_rs, wado_uri
 from .codec_client import BusCodec
 from .context import BLOBS, BUS, SETTINGS
 from .errors import error_middleware
@@ -27,11 +27,14 @@ def build_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_resources)
+    # Authentication + audit need app[BUS]: set up right after the resources.
+    auth.setup_security(app, settings)
     app.cleanup_ctx.append(metadata.cancel_background)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     add_metrics_route(app.router)
     add_dicomweb_routes(app.router, settings.base_path.rstrip("/"))
+    cors.setup_cors(app, settings)
     return app
 
 

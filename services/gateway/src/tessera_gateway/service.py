@@ -11,6 +11,7 @@ from tessera_common.settings import Settings
 from tessera_common.telemetry import setup_tracing
 
 from .app import build_app
+from .auth import check_security_settings
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +19,10 @@ log = logging.getLogger(__name__)
 async def run(settings: Settings) -> None:
     """Serve HTTP on ``settings.host:settings.port`` until cancelled."""
     setup_tracing("tessera-gateway")
+    problem = check_security_settings(settings)
+    if problem is not None:
+        log.error("%s", problem)
+        raise SystemExit(2)
     runner = web.AppRunner(build_app(settings), access_log=None, handle_signals=False)
     await runner.setup()
     try:
