@@ -12,7 +12,7 @@ from .apikeys import ApiKeyError, create_key, format_keys, list_keys, revoke_key
 
 apikey_app = typer.Typer(
     help="Manage API keys for the gateway (TESSERA_AUTH_ENABLED=true). Keys are stored as "
-    "SHA-256 hashes in <data-dir>/api-keys.json or TESSERA_API_KEYS_FILE.",
+    "SHA-256 hashes in DATA_DIR/api-keys.json or TESSERA_API_KEYS_FILE.",
     no_args_is_help=True,
 )
 

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from tessera_common.logs import configure_logging
 from tessera_common.settings import Settings
 
+from . import maintenance_cli
 from .apikey_cli import apikey_app
 
 log = logging.getLogger("tessera")
@@ -218,6 +219,8 @@ def version() -> None:
 
 
 app.add_typer(apikey_app, name="apikey", rich_help_panel="Administration")
+for _command in (maintenance_cli.reindex, maintenance_cli.verify, maintenance_cli.gc):
+    app.command(rich_help_panel=maintenance_cli.MAINTENANCE)(_command)
 
 
 def main() -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Protocol, cast
 
@@ -30,8 +31,12 @@ class BlobNotFoundError(KeyError):
 
 @dataclass(frozen=True, slots=True)
 class BlobInfo:
+    """An object's key and size; ``last_modified`` (when the store reports it) lets the
+    orphan collector judge an object's age. It takes no part in comparisons."""
+
     key: str
     size: int
+    last_modified: datetime | None = field(default=None, compare=False)
 
 
 def check_key(key: str) -> str:
@@ -141,7 +146,7 @@ class ObjectStoreBlobs:
             meta = await obstore.head_async(self._store, check_key(key))
         except (NotFoundError, FileNotFoundError):
             return None
-        return BlobInfo(key=key, size=int(meta["size"]))
+        return BlobInfo(key=key, size=int(meta["size"]), last_modified=meta["last_modified"])
 
     async def rename(self, src: str, dst: str) -> None:
         try:
@@ -158,7 +163,11 @@ class ObjectStoreBlobs:
     async def list(self, prefix: str) -> AsyncIterator[BlobInfo]:
         async for batch in obstore.list(self._store, prefix=prefix.rstrip("/") or None):
             for meta in batch:
-                yield BlobInfo(key=str(meta["path"]), size=int(meta["size"]))
+                yield BlobInfo(
+                    key=str(meta["path"]),
+                    size=int(meta["size"]),
+                    last_modified=meta["last_modified"],
+                )
 
     def open_reader(self, key: str, size: int | None = None) -> IO[bytes]:
         """A synchronous, seekable reader (for a worker thread) that fetches by range.

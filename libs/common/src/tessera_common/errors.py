@@ -86,9 +86,14 @@ class FailureReason(IntEnum):
 
     PS3.18 Annex I.2.2, Table I.2-2. ``STUDY_UID_MISMATCH`` is implementation specific (in the
     Cxxx "cannot understand" range the table reserves) and is listed in docs/CONFORMANCE.md.
+    ``DUPLICATE_SOP_INSTANCE`` is the DIMSE status "Duplicate SOP Instance" (0111H, PS3.7
+    Annex C), which Table I.2-2 allows as an additional code ("Additional codes may be used
+    ... to address the semantics of other issues"); the store answers it under
+    ``TESSERA_DUPLICATE_POLICY=reject`` for a SOP Instance UID already stored with other bytes.
     """
 
     PROCESSING_FAILURE = 0x0110
+    DUPLICATE_SOP_INSTANCE = 0x0111
     SOP_CLASS_NOT_SUPPORTED = 0x0122
     OUT_OF_RESOURCES = 0xA700
     DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900

@@ -14,8 +14,10 @@ from tessera_common.messages import IngestRequest, Ping, Pong, Subject
 from tessera_common.metrics import serving_metrics
 from tessera_common.settings import Settings
 from tessera_common.telemetry import setup_tracing
+from tessera_common.traced import TracedBlobStore
 
 from .ingest import Ingestor
+from .orphans import collecting_orphans
 
 log = logging.getLogger(__name__)
 QUEUE = "store"
@@ -34,13 +36,13 @@ async def run(settings: Settings) -> None:
     """Serve ingest requests until cancelled."""
     setup_tracing("tessera-store")
     quiet_pydicom()
-    blobs = open_blob_store(settings)
+    blobs = TracedBlobStore(open_blob_store(settings), backend=settings.blob_backend)
     bus = await Bus.connect(
         settings.nats_url, name="tessera-store", request_timeout=settings.request_timeout
     )
     try:
         await bus.ensure_streams()
-        ingestor = Ingestor(blobs, bus)
+        ingestor = Ingestor(blobs, bus, duplicates=settings.duplicate_policy)
 
         async def ping(_: Ping) -> Pong:
             await blobs.ping()
@@ -54,7 +56,10 @@ async def run(settings: Settings) -> None:
             await blobs.ping()
             return bus.connected
 
-        async with serving_metrics(settings.metrics_port, host=settings.host, ready=ready):
+        async with (
+            serving_metrics(settings.metrics_port, host=settings.host, ready=ready),
+            collecting_orphans(settings, blobs),
+        ):
             await asyncio.Event().wait()
     finally:
         await bus.close()
