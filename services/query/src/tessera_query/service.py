@@ -36,6 +36,7 @@ from tessera_common.messages import (
 from tessera_common.metrics import serving_metrics
 from tessera_common.settings import Settings
 from tessera_common.telemetry import setup_tracing
+from tessera_common.traced import TracedBlobStore, traced_index
 
 from .index import Index, ThreadedIndex
 from .sqlite_index import SqliteIndex
@@ -158,8 +159,8 @@ async def open_index(settings: Settings) -> Index:
 async def run(settings: Settings) -> None:
     """Serve the index until cancelled."""
     setup_tracing("tessera-query")
-    blobs = open_blob_store(settings)
-    index = await open_index(settings)
+    blobs = TracedBlobStore(open_blob_store(settings), backend=settings.blob_backend)
+    index = traced_index(await open_index(settings), system=settings.index_backend)
     bus = await Bus.connect(
         settings.nats_url, name="tessera-query", request_timeout=settings.request_timeout
     )
