@@ -13,8 +13,16 @@ def _label(process: psutil.Process) -> str:
         cmdline = process.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return f"pid {process.pid}"
+    joined = " ".join(cmdline)
+    if "multiprocessing" in joined:
+        # A worker (or the resource tracker) of a service's process pool.
+        parent = process.parent()
+        owner = _label(parent) if parent is not None else "pool"
+        return f"{owner} {'resource tracker' if 'resource_tracker' in joined else 'worker'}"
     if cmdline and "nats-server" in cmdline[0]:
         return "nats-server"
+    if cmdline and cmdline[0].rsplit("/", 1)[-1] == "Orthanc":
+        return "orthanc"
     program = next((i for i, part in enumerate(cmdline) if part.endswith("tessera")), None)
     if program is not None:
         command = cmdline[program + 1 : program + 2]
@@ -24,11 +32,13 @@ def _label(process: psutil.Process) -> str:
 
 @dataclass
 class PeakRss:
-    """Samples every ``interval`` seconds; ``peaks`` maps a process label to its peak bytes."""
+    """Samples every ``interval`` seconds; ``peaks`` maps a process label to its peak bytes
+    (a label shared by several processes, e.g. worker pools, gets each pid appended)."""
 
     root_pid: int
     interval: float = 0.05
-    peaks: dict[str, int] = field(default_factory=dict)
+    _by_pid: dict[int, int] = field(default_factory=dict)
+    _labels: dict[int, str] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -42,6 +52,16 @@ class PeakRss:
         if self._thread is not None:
             self._thread.join()
 
+    @property
+    def peaks(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for label in self._labels.values():
+            counts[label] = counts.get(label, 0) + 1
+        return {
+            (label if counts[label] == 1 else f"{label} [{pid}]"): self._by_pid[pid]
+            for pid, label in self._labels.items()
+        }
+
     def _run(self) -> None:
         root = psutil.Process(self.root_pid)
         while not self._stop.is_set():
@@ -54,6 +74,7 @@ class PeakRss:
                     rss = process.memory_info().rss
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
-                label = _label(process)
-                self.peaks[label] = max(self.peaks.get(label, 0), rss)
+                if process.pid not in self._labels:
+                    self._labels[process.pid] = _label(process)
+                self._by_pid[process.pid] = max(self._by_pid.get(process.pid, 0), rss)
             self._stop.wait(self.interval)

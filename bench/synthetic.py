@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import random
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -35,7 +36,22 @@ class SyntheticInstance:
     data: bytes
 
 
-def _phantom(rows: int, columns: int, rng: np.random.Generator, z: float) -> np.ndarray:
+#: Namespace of the name-based UUIDs behind ``derived_uid`` (any fixed UUID would do).
+UID_NAMESPACE = uuid.UUID("6f0d3c52-1f55-4a7e-9d2f-2f1b7e0a9c41")
+
+
+def derived_uid(*parts: object) -> str:
+    """A UID under the ``2.25`` root (PS3.5 §B.2), from a name-based UUID of ``parts``.
+
+    The same parts (seed, kind, counters) always give the same UID, so a seed reproduces a
+    dataset exactly; ``2.25.`` plus at most 39 digits stays under the 64-character limit.
+    """
+    name = "/".join(str(part) for part in parts)
+    return f"2.25.{uuid.uuid5(UID_NAMESPACE, name).int}"
+
+
+def phantom(rows: int, columns: int, rng: np.random.Generator, z: float) -> np.ndarray:
+    """A CT-like slice (air, soft tissue, a moving bone disc, noise) as 12-bit unsigned values."""
     y, x = np.mgrid[0:rows, 0:columns]
     cy, cx = rows / 2, columns / 2
     r = np.hypot((y - cy) / (rows * 0.42), (x - cx) / (columns * 0.36))
@@ -43,7 +59,8 @@ def _phantom(rows: int, columns: int, rng: np.random.Generator, z: float) -> np.
     bone = np.hypot((y - cy) / (rows * 0.08), (x - cx - columns * 0.1 * np.sin(z)) / (rows * 0.08))
     image = np.where(bone < 1.0, 700.0, image)
     image += rng.normal(0, 12, size=image.shape)
-    return np.clip(image + 1024, 0, 4095).astype(np.uint16)
+    pixels: np.ndarray = np.clip(image + 1024, 0, 4095).astype(np.uint16)
+    return pixels
 
 
 def ct_series(
@@ -98,7 +115,7 @@ def ct_series(
         ds.PixelRepresentation = 0
         ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
         ds.WindowCenter, ds.WindowWidth = 40, 400
-        ds.PixelData = _phantom(rows, columns, rng, index / 10).tobytes()
+        ds.PixelData = phantom(rows, columns, rng, index / 10).tobytes()
         ds.file_meta = FileMetaDataset()
         ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
         ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
