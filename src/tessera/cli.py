@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import logging
 import os
@@ -247,7 +248,26 @@ def _run_service(name: str) -> None:
         log.exception("cannot load the %s service", name)
         raise typer.Exit(1) from None
     supervisor_pid = _supervisor_pid()
+    tune_garbage_collector()
     raise typer.Exit(asyncio.run(run_until_signalled(name, run, settings, supervisor_pid)))
+
+
+#: Young-generation threshold for long-running services (CPython's default is 700).
+GC_GEN0_THRESHOLD = 20_000
+
+
+def tune_garbage_collector() -> None:
+    """Fewer, cheaper collections for a long-running service.
+
+    Everything imported so far (pydicom's dictionaries, pydantic models, …) lives as long as the
+    process: ``gc.freeze`` moves it out of the collector's sight, so full collections no longer
+    walk it (they caused 50-60 ms pauses in QIDO p95), and a larger young generation makes
+    collections rarer. Reference counting still frees ordinary garbage immediately.
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 def load_service(name: str) -> ServiceRun:

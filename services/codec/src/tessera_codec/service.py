@@ -46,6 +46,7 @@ from tessera_common.messages import (
     TranscodeReply,
     TranscodeRequest,
 )
+from tessera_common.metrics import serving_metrics
 from tessera_common.settings import Settings
 from tessera_common.telemetry import setup_tracing
 
@@ -384,7 +385,12 @@ async def run(settings: Settings) -> None:
             len(transcoder.capabilities.decode),
             len(transcoder.capabilities.encode),
         )
-        await asyncio.Event().wait()
+
+        async def is_ready() -> bool:
+            return ready and bus.connected
+
+        async with serving_metrics(settings.metrics_port, host=settings.host, ready=is_ready):
+            await asyncio.Event().wait()
     finally:
         await bus.close()
         pool.shutdown()

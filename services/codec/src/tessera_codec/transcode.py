@@ -11,7 +11,10 @@ determine without decoding.
 from __future__ import annotations
 
 import logging
+import os
 import struct
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -76,9 +79,27 @@ class _Worker:
 _WORKER = _Worker()
 
 
+PARENT_CHECK_SECONDS = 1.0
+
+
+def exit_with_parent() -> None:
+    """End this worker when the codec service that started it is gone (even by ``kill -9``,
+    which gives the pool no chance to stop its workers): a daemon thread watches the parent."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def init_worker(settings_json: str) -> None:
     """Pool initializer: one blob store per worker process, pydicom quiet (its warnings can
-    quote attribute values, invariant 10), the extra decoding plugins registered."""
+    quote attribute values, invariant 10), the extra decoding plugins registered, and an exit
+    when the service dies."""
+    exit_with_parent()
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
