@@ -2,12 +2,15 @@
 
 One STOW then reads, in a trace UI::
 
-    POST /dicom-web/studies                 gateway  SERVER
-    └─ tessera.v1.store.ingest              store    SERVER
-       ├─ blob.open_reader                  store    CLIENT   (header parsed by ranged reads)
-       ├─ blob.rename, blob.put             store    CLIENT
-       └─ tessera.v1.query.index            query    SERVER
-          └─ index.upsert                   query    CLIENT
+    POST /dicom-web/studies                     gateway  SERVER
+    └─ tessera.v1.store.ingest                  gateway  CLIENT
+       └─ tessera.v1.store.ingest               store    SERVER
+          ├─ blob.open_reader                   store    CLIENT  (header read by ranges)
+          ├─ blob.rename, blob.put              store    CLIENT  (place, sidecar)
+          ├─ tessera.v1.events.instance.stored  store    PRODUCER
+          └─ tessera.v1.query.index             store    CLIENT
+             └─ tessera.v1.query.index          query    SERVER
+                └─ index.upsert                 query    CLIENT
 
 ``TracedBlobStore`` implements the ``BlobStore`` port over any other; ``traced_index`` wraps
 an index (whose port lives in the query service: ``libs/common`` never imports a service).
