@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pydicom import datadict
+
 JsonDataset = dict[str, Any]
 
 
@@ -37,6 +39,17 @@ def person_name_text(value: Any) -> str | None:
         alphabetic = value.get("Alphabetic")
         return str(alphabetic) if alphabetic is not None else None
     return None
+
+
+def tags_for_keywords(*keywords: str) -> frozenset[int]:
+    """The tags of DICOM keywords (PS3.6 data dictionary); a typo raises ValueError."""
+    tags = set()
+    for keyword in keywords:
+        tag = datadict.tag_for_keyword(keyword)
+        if tag is None:
+            raise ValueError(f"unknown DICOM keyword {keyword!r}")
+        tags.add(int(tag))
+    return frozenset(tags)
 
 
 def subset(dataset: Mapping[str, Any], tags: Iterable[int]) -> JsonDataset:

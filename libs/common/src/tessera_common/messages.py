@@ -90,13 +90,8 @@ class FrameIndex(Message):
     frames: list[tuple[int, int]] = Field(default_factory=list)
 
 
-class InstanceRecord(Message):
-    """Everything the index needs about one stored instance.
-
-    ``metadata`` is the instance's DICOM JSON (bulk values as BulkDataURIs relative to the
-    service root, see ``tessera_common.dicom_json``); it may be left out when large, and is
-    then read from the sidecar object at ``sidecar_key``.
-    """
+class InstanceLocation(Message):
+    """Where a stored instance lives and what it is: enough to retrieve it byte-exact."""
 
     study_uid: str
     series_uid: str
@@ -107,6 +102,16 @@ class InstanceRecord(Message):
     sidecar_key: str
     size: int
     sha256: str
+
+
+class InstanceRecord(InstanceLocation):
+    """Everything the index needs about one stored instance.
+
+    ``metadata`` is the instance's DICOM JSON (bulk values as BulkDataURIs relative to the
+    service root, see ``tessera_common.dicom_json``); it may be left out when large, and is
+    then read from the sidecar object at ``sidecar_key``.
+    """
+
     stored_at: str
     frames: FrameIndex | None = None
     metadata: dict[str, Any] | None = None
@@ -236,16 +241,8 @@ class LocateRequest(Message):
     limit: int = 1000
 
 
-class LocatedInstance(Message):
-    study_uid: str
-    series_uid: str
-    sop_uid: str
-    sop_class_uid: str
-    transfer_syntax_uid: str
-    object_key: str
-    sidecar_key: str
-    size: int
-    sha256: str
+class LocatedInstance(InstanceLocation):
+    """One instance of a ``LocateReply``."""
 
 
 class LocateReply(Message):

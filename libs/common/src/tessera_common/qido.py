@@ -22,25 +22,15 @@ from collections.abc import Sequence
 from pydicom import datadict
 from pydicom.datadict import DicomDictionary  # type: ignore[attr-defined]
 
+from tessera_common.dicom_json import tags_for_keywords
 from tessera_common.errors import ErrorCode, TesseraError
 from tessera_common.messages import AttributeMatch, QueryLevel, SearchRequest
 from tessera_common.qido_terms import UIDValueError, match_value
 from tessera_common.qido_values import parse_offset
 from tessera_common.uid import InvalidUIDError, validate_uid
 
-
-def _tags(*keywords: str) -> frozenset[int]:
-    tags = set()
-    for keyword in keywords:
-        tag = datadict.tag_for_keyword(keyword)
-        if tag is None:  # pragma: no cover - a typo in the tables below
-            raise ValueError(f"unknown DICOM keyword {keyword!r}")
-        tags.add(int(tag))
-    return frozenset(tags)
-
-
 #: Study-level required return attributes, PS3.18 Table 10.6.3-3.
-STUDY_RETURN_ATTRIBUTES = _tags(
+STUDY_RETURN_ATTRIBUTES = tags_for_keywords(
     "SpecificCharacterSet",
     "StudyDate",
     "StudyTime",
@@ -61,7 +51,7 @@ STUDY_RETURN_ATTRIBUTES = _tags(
 )
 
 #: Series-level required return attributes, PS3.18 Table 10.6.3-4.
-SERIES_RETURN_ATTRIBUTES = _tags(
+SERIES_RETURN_ATTRIBUTES = tags_for_keywords(
     "SpecificCharacterSet",
     "Modality",
     "TimezoneOffsetFromUTC",
@@ -76,7 +66,7 @@ SERIES_RETURN_ATTRIBUTES = _tags(
 )
 
 #: Instance-level required return attributes, PS3.18 Table 10.6.3-5.
-INSTANCE_RETURN_ATTRIBUTES = _tags(
+INSTANCE_RETURN_ATTRIBUTES = tags_for_keywords(
     "SpecificCharacterSet",
     "SOPClassUID",
     "SOPInstanceUID",
@@ -94,7 +84,7 @@ INSTANCE_RETURN_ATTRIBUTES = _tags(
 #: (PS3.18 §10.6.3.3.2 and §10.6.3.3.3: "all Study Level attributes of Table 10.6.3-3"). The
 #: computed and per-resource ones (counts, Retrieve URL, availability) describe the study
 #: resource itself and would clash with the lower level's own, so they are left out.
-RELATIONAL_STUDY_ATTRIBUTES = STUDY_RETURN_ATTRIBUTES - _tags(
+RELATIONAL_STUDY_ATTRIBUTES = STUDY_RETURN_ATTRIBUTES - tags_for_keywords(
     "SpecificCharacterSet",
     "InstanceAvailability",
     "ModalitiesInStudy",
@@ -105,7 +95,7 @@ RELATIONAL_STUDY_ATTRIBUTES = STUDY_RETURN_ATTRIBUTES - _tags(
 
 #: Series attributes returned with each instance when the series is not in the path
 #: (PS3.18 §10.6.3.3.3), on the same principle.
-RELATIONAL_SERIES_ATTRIBUTES = SERIES_RETURN_ATTRIBUTES - _tags(
+RELATIONAL_SERIES_ATTRIBUTES = SERIES_RETURN_ATTRIBUTES - tags_for_keywords(
     "SpecificCharacterSet",
     "TimezoneOffsetFromUTC",
     "RetrieveURL",
@@ -119,7 +109,7 @@ REQUIRED_RETURN_ATTRIBUTES: dict[QueryLevel, frozenset[int]] = {
 }
 
 #: Attributes computed by the archive rather than stored (PS3.18 §10.6.3.3, PS3.4 §C.6.1.1).
-COMPUTED_ATTRIBUTES = _tags(
+COMPUTED_ATTRIBUTES = tags_for_keywords(
     "InstanceAvailability",
     "ModalitiesInStudy",
     "SOPClassesInStudy",
@@ -132,9 +122,9 @@ COMPUTED_ATTRIBUTES = _tags(
     "NumberOfPatientRelatedInstances",
 )
 #: Computed attributes that can also be matched (C.6.1.1.2: ModalitiesInStudy, SOPClassesInStudy).
-MATCHABLE_COMPUTED = _tags("ModalitiesInStudy", "SOPClassesInStudy")
+MATCHABLE_COMPUTED = tags_for_keywords("ModalitiesInStudy", "SOPClassesInStudy")
 #: Patient-level counts, returned at study level when asked for (PS3.4 §C.6.1.1.2).
-PATIENT_COUNT_ATTRIBUTES = _tags(
+PATIENT_COUNT_ATTRIBUTES = tags_for_keywords(
     "NumberOfPatientRelatedStudies",
     "NumberOfPatientRelatedSeries",
     "NumberOfPatientRelatedInstances",
@@ -150,7 +140,7 @@ SOP_INSTANCE_UID = 0x00080018
 STUDY_LEVEL_TAGS = (
     (STUDY_RETURN_ATTRIBUTES - COMPUTED_ATTRIBUTES)
     | frozenset(tag for tag in DicomDictionary if tag >> 16 in (0x0010, 0x0012))
-    | _tags(
+    | tags_for_keywords(
         "StudyTime",
         "IssuerOfAccessionNumberSequence",
         "StudyDescription",
@@ -166,14 +156,14 @@ STUDY_LEVEL_TAGS = (
         "AdmissionID",
         "ReferringPhysicianIdentificationSequence",
     )
-) - _tags(
+) - tags_for_keywords(
     "ClinicalTrialSeriesID",
     "ClinicalTrialSeriesDescription",
     "ClinicalTrialCoordinatingCenterName",
 )
 
 #: Attributes kept with a series: General Series, Frame of Reference and General Equipment.
-SERIES_LEVEL_TAGS = (SERIES_RETURN_ATTRIBUTES - COMPUTED_ATTRIBUTES) | _tags(
+SERIES_LEVEL_TAGS = (SERIES_RETURN_ATTRIBUTES - COMPUTED_ATTRIBUTES) | tags_for_keywords(
     "SeriesDate",
     "SeriesTime",
     "Laterality",
@@ -236,9 +226,11 @@ _STUDY_KEYS = (
     frozenset({STUDY_INSTANCE_UID})
     | MATCHABLE_COMPUTED
     | PATIENT_COUNT_ATTRIBUTES
-    | _tags("NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances")
+    | tags_for_keywords("NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances")
 )
-_SERIES_KEYS = frozenset({SERIES_INSTANCE_UID}) | _tags("NumberOfSeriesRelatedInstances")
+_SERIES_KEYS = frozenset({SERIES_INSTANCE_UID}) | tags_for_keywords(
+    "NumberOfSeriesRelatedInstances"
+)
 _RESOURCE = {QueryLevel.STUDY: "studies", QueryLevel.SERIES: "series"}
 
 

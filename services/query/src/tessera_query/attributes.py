@@ -14,13 +14,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom import datadict
-
 from tessera_common.dicom_json import (
     JsonDataset,
     element,
     subset,
     tag_key,
+    tags_for_keywords,
 )
 from tessera_common.qido import (
     COMPUTED_ATTRIBUTES,
@@ -30,17 +29,6 @@ from tessera_common.qido import (
 )
 
 from .match_keys import MatchDocument, dataset_timezone, match_document
-
-
-def _tags(*keywords: str) -> frozenset[int]:
-    tags = set()
-    for keyword in keywords:
-        tag = datadict.tag_for_keyword(keyword)
-        if tag is None:  # pragma: no cover - a typo in the tables below
-            raise ValueError(f"unknown DICOM keyword {keyword!r}")
-        tags.add(int(tag))
-    return frozenset(tags)
-
 
 SOP_CLASS_UID = 0x00080016
 SOP_INSTANCE_UID = 0x00080018
@@ -65,7 +53,7 @@ NUMBER_OF_SERIES_RELATED_INSTANCES = 0x00201209
 PATIENT_COUNTS = (0x00201200, 0x00201202, 0x00201204)
 
 #: Attributes stored with an instance: SOP Common, General/Image Pixel, Multi-frame basics.
-INSTANCE_LEVEL_TAGS = (INSTANCE_RETURN_ATTRIBUTES - COMPUTED_ATTRIBUTES) | _tags(
+INSTANCE_LEVEL_TAGS = (INSTANCE_RETURN_ATTRIBUTES - COMPUTED_ATTRIBUTES) | tags_for_keywords(
     "ImageType",
     "InstanceCreationDate",
     "InstanceCreationTime",
