@@ -64,6 +64,20 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+def serve_command(port: int, data_dir: Path) -> list[str]:
+    """The command line of an embedded Tessera on ``port`` (tests start it the same way)."""
+    return [
+        sys.executable,
+        "-m",
+        "tessera",
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+    ]
+
+
 @contextmanager
 def embedded_tessera(
     data_dir: Path, port: int | None = None, *, log: Path | None = None
@@ -74,16 +88,7 @@ def embedded_tessera(
     log = log or data_dir / "serve.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tessera",
-                "serve",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data_dir),
-            ],
+            serve_command(port, data_dir),
             stdout=output,
             stderr=subprocess.STDOUT,
         )

@@ -7,12 +7,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+
+from bench.servers import serve_command
 
 READY_TIMEOUT = 60.0
 
@@ -79,16 +80,7 @@ def start_tessera(data_dir: Path, *, env: dict[str, str] | None = None) -> Runni
     full_env = {**os.environ, "TESSERA_LOG_LEVEL": "INFO", **(env or {})}
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tessera",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
+        serve_command(port, data_dir),
         stdout=log,
         stderr=subprocess.STDOUT,
         env=full_env,
