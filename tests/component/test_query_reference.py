@@ -12,7 +12,7 @@ from tests.support.async_mongomock import AsyncDatabase
 from tests.support.qido_corpus import corpus
 from tests.support.qido_reference import CASES, QueryCase, found_names
 
-from tessera_common.messages import QueryLevel
+from tessera_common.messages import LocateRequest, QueryLevel
 from tessera_common.qido import parse_search
 from tessera_query.index import Index, ThreadedIndex
 from tessera_query.mongo_index import MongoIndex
@@ -124,3 +124,41 @@ async def test_computed_attributes(indexes: dict[str, Index], backend: str) -> N
         assert result["00201200"]["Value"] == [2]  # doe and jane share PID-1
         assert result["00201202"]["Value"] == [3]
         assert result["00201204"]["Value"] == [4]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_delete(backend: str, tmp_path: Path) -> None:
+    """Instances go, then the series and studies they leave empty; computed attributes follow;
+    both backends keep agreeing; UIDs not indexed are ignored."""
+    (tmp_path / "other").mkdir()
+    other_backend = "mongomock" if backend == "sqlite" else "sqlite"
+    index, other = await filled(backend, tmp_path), await filled(other_backend, tmp_path / "other")
+    doe = corpus().uid(QueryLevel.STUDY, "doe")
+    study = parse_search(QueryLevel.STUDY, [("StudyInstanceUID", doe), ("includefield", "all")])
+    located = await index.locate(LocateRequest(study_uid=doe))
+    by_series: dict[str, list[str]] = {}
+    for instance in located.instances:
+        by_series.setdefault(instance.series_uid, []).append(instance.sop_uid)
+    big, small = sorted(by_series.values(), key=len, reverse=True)
+    for sop_uids, instances_left, series_left in [
+        ([big[0], "1.2.3.999"], 2, 2),
+        (big[1:], 1, 1),
+        (small, 0, 0),
+    ]:
+        removed = await index.delete(sop_uids)
+        assert sorted(i.sop_uid for i in removed) == sorted(u for u in sop_uids if u != "1.2.3.999")
+        await other.delete(sop_uids)
+        reply = await index.search(study)
+        assert reply.results == (await other.search(study)).results
+        if instances_left:
+            assert reply.results[0]["00201208"]["Value"] == [instances_left]
+            assert reply.results[0]["00201206"]["Value"] == [series_left]
+            assert len(reply.results[0]["00080061"]["Value"]) == series_left
+        else:
+            assert reply.results == []
+            assert (await index.locate(LocateRequest(study_uid=doe))).instances == []
+    assert await index.delete(big) == []
+    everything = parse_search(QueryLevel.INSTANCE, [("limit", "1000")])
+    assert len((await index.search(everything)).results) == len(corpus().instances) - 3
+    await index.close()
+    await other.close()

@@ -71,6 +71,9 @@ class AsyncCollection:
     async def delete_one(self, *args: Any, **kwargs: Any) -> Any:
         return self._collection.delete_one(*args, **kwargs)
 
+    async def delete_many(self, *args: Any, **kwargs: Any) -> Any:
+        return self._collection.delete_many(*args, **kwargs)
+
     async def distinct(self, *args: Any, **kwargs: Any) -> Any:
         return self._collection.distinct(*args, **kwargs)
 

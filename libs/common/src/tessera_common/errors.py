@@ -34,6 +34,7 @@ class ErrorCode(Enum):
     PAYLOAD_TOO_LARGE = "payload-too-large"
     CONFLICT = "conflict"
     SERVICE_UNAVAILABLE = "service-unavailable"
+    REQUEST_TIMEOUT = "request-timeout"
     TIMEOUT = "timeout"
     INTERNAL = "internal"
 
@@ -60,6 +61,7 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.PAYLOAD_TOO_LARGE: ErrorSpec(413, "Payload Too Large", "PS3.18 §8.5"),
     ErrorCode.CONFLICT: ErrorSpec(409, "Conflict", "PS3.18 §10.5.3 Table 10.5.3-1"),
     ErrorCode.SERVICE_UNAVAILABLE: ErrorSpec(503, "Service Unavailable", "PS3.18 §8.5"),
+    ErrorCode.REQUEST_TIMEOUT: ErrorSpec(408, "Request Timeout", "RFC 9110 §15.5.9"),
     ErrorCode.TIMEOUT: ErrorSpec(504, "Gateway Timeout", "RFC 9110 §15.6.5"),
     ErrorCode.INTERNAL: ErrorSpec(500, "Internal Server Error", "PS3.18 §8.5"),
 }

@@ -17,12 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field
 class Subject(StrEnum):
     STORE_INGEST = "tessera.v1.store.ingest"
     STORE_PING = "tessera.v1.store.ping"
+    STORE_DELETE = "tessera.v1.store.delete"
     QUERY_INDEX = "tessera.v1.query.index"
     QUERY_SEARCH = "tessera.v1.query.search"
     QUERY_LOCATE = "tessera.v1.query.locate"
     QUERY_METADATA = "tessera.v1.query.metadata"
     QUERY_PING = "tessera.v1.query.ping"
+    QUERY_DELETE = "tessera.v1.query.delete"
     EVENT_INSTANCE_STORED = "tessera.v1.events.instance.stored"
+    EVENT_INSTANCE_DELETED = "tessera.v1.events.instance.deleted"
 
 
 EVENTS_STREAM = "TESSERA_EVENTS"
@@ -265,6 +268,49 @@ class MetadataReply(Message):
 
     documents: list[str]
     next_offset: int | None = None
+
+
+# --- deletion: DELETE of a study, series or instance (docs/CONFORMANCE.md) ---------------------
+
+#: The most instances one ``store.delete`` request names (keeps it far below ``PAGE_BYTES``).
+MAX_DELETE_BATCH = 100
+
+
+class DeleteRequest(Message):
+    """Delete these located instances: their index entries, objects, sidecars and derived
+    objects. The store rebuilds every key from the UIDs; it never deletes a key it was sent."""
+
+    instances: list[InstanceLocation] = Field(max_length=MAX_DELETE_BATCH)
+
+
+class DeleteReply(Message):
+    """``deleted``: the SOP Instance UIDs that were indexed and are now removed."""
+
+    deleted: list[str]
+
+
+class IndexDeleteRequest(Message):
+    """Remove these instances from the index, and the series and studies left empty."""
+
+    sop_uids: list[str] = Field(max_length=MAX_DELETE_BATCH)
+
+
+class IndexDeleteReply(Message):
+    """The index entries removed (instances that were not indexed are left out)."""
+
+    instances: list[LocatedInstance]
+
+
+class InstanceDeletedEvent(Message):
+    """Published on ``EVENT_INSTANCE_DELETED`` once an instance's index entry and objects are
+    gone."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    sha256: str
+    deleted_at: str
 
 
 # --- codec service: transcoding for WADO-RS (PS3.18 §8.7.3.5) ---------------------------------

@@ -77,6 +77,30 @@ class Settings(BaseSettings):
     max_part_bytes: int = Field(default=4 * 1024**3, description="largest STOW part accepted")
     max_parts: int = Field(default=10_000, description="most parts in one STOW request")
 
+    # --- limits and shutdown (docs/CONFORMANCE.md, Errors) -------------------------------------
+    max_request_bytes: int = Field(
+        default=64 * 1024**3, gt=0, description="largest STOW request body (413 beyond it)"
+    )
+    max_part_header_bytes: int = Field(
+        default=16 * 1024, gt=0, description="largest header section of one STOW part (400)"
+    )
+    max_request_line_bytes: int = Field(
+        default=8190, gt=0, description="longest HTTP request line (URL and query) accepted"
+    )
+    max_request_header_bytes: int = Field(
+        default=16 * 1024, gt=0, description="longest single HTTP request header accepted"
+    )
+    request_idle_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="seconds a STOW client may send nothing before the request is aborted",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="seconds in-flight requests get to finish on SIGTERM (new ones get 503)",
+    )
+
     # --- durability: duplicates and orphan collection (docs/DURABILITY.md) ---------------------
     duplicate_policy: Literal["overwrite", "reject"] = Field(
         default="overwrite",

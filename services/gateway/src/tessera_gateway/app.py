@@ -13,9 +13,11 @@ from tessera_common.settings import Settings
 from . import auth, bulkdata, cors, frames, health, metadata, qido, stow, wado_rs, wado_uri
 from .codec_client import BusCodec
 from .context import BLOBS, BUS, SETTINGS
+from .delete import delete_resource
 from .errors import error_middleware
 from .instances import CODEC, FRAME_INDEXES, FrameIndexes
 from .observability import add_metrics_route, observability_middleware
+from .shutdown import DRAIN, Drain, shutdown_middleware
 
 UID = r"{%s:[^/]+}"
 
@@ -23,9 +25,11 @@ UID = r"{%s:[^/]+}"
 def build_app(settings: Settings) -> web.Application:
     # Observability first (outermost): it sees the status the client gets.
     app = web.Application(
-        middlewares=[observability_middleware, error_middleware], client_max_size=1024**2
+        middlewares=[observability_middleware, shutdown_middleware, error_middleware],
+        client_max_size=1024**2,
     )
     app[SETTINGS] = settings
+    app[DRAIN] = Drain()
     app.cleanup_ctx.append(_resources)
     # Authentication + audit need app[BUS]: set up right after the resources.
     auth.setup_security(app, settings)
@@ -54,6 +58,7 @@ def add_dicomweb_routes(router: web.UrlDispatcher, base: str) -> None:
         router.add_get(resource, wado_rs.retrieve)
         router.add_get(resource + "/metadata", metadata.metadata)
         router.add_get(resource + "/pixeldata", bulkdata.retrieve_pixeldata)
+        router.add_delete(resource, delete_resource)
     router.add_get(instance + "/frames/{frames}", frames.retrieve_frames)
     router.add_get(instance + "/bulkdata/{path:.+}", bulkdata.retrieve_bulkdata)
     router.add_get(base + "/wado", wado_uri.retrieve)

@@ -67,6 +67,10 @@ class MultipartError(ValueError):
     """Raised when a body is not a well-formed ``multipart`` body, or exceeds a limit."""
 
 
+class TooManyPartsError(MultipartError):
+    """The body has more parts than ``max_parts``: the request as a whole is too large."""
+
+
 @dataclass(frozen=True)
 class PartStart:
     """A part begins; ``headers`` have lower-case names, repeated headers joined by ", "."""
@@ -239,7 +243,7 @@ class MultipartParser:
             self._state = _State.EPILOGUE
             return
         if self._index >= self._max_parts:
-            raise MultipartError(f"more than {self._max_parts} parts in one multipart body")
+            raise TooManyPartsError(f"more than {self._max_parts} parts in one multipart body")
         self._state = _State.HEADERS
 
     def _emit(self, end: int, events: list[Event]) -> None:

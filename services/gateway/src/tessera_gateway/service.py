@@ -12,6 +12,8 @@ from tessera_common.telemetry import setup_tracing
 
 from .app import build_app
 from .auth import check_security_settings
+from .limits import runner_limits
+from .shutdown import DRAIN
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,14 @@ async def run(settings: Settings) -> None:
     if problem is not None:
         log.error("%s", problem)
         raise SystemExit(2)
-    runner = web.AppRunner(build_app(settings), access_log=None, handle_signals=False)
+    app = build_app(settings)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=1.0,
+        **runner_limits(settings),
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
@@ -33,4 +42,6 @@ async def run(settings: Settings) -> None:
         )
         await asyncio.Event().wait()
     finally:
+        # Cancelled (SIGTERM): refuse new requests with 503 while in-flight ones finish.
+        await app[DRAIN].close(settings.shutdown_grace_seconds)
         await runner.cleanup()

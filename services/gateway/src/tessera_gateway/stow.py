@@ -32,6 +32,7 @@ from tessera_common.layout import incoming_key
 from tessera_common.messages import IngestRequest, InstanceOutcome, Subject
 
 from .context import BLOBS, BUS, SETTINGS, optional_path_uid, service_root
+from .limits import BodyLimits, bounded_chunks, check_content_length, too_many_parts
 from .multipart import (
     MediaTypeError,
     MultipartError,
@@ -39,6 +40,7 @@ from .multipart import (
     PartData,
     PartEnd,
     PartStart,
+    TooManyPartsError,
     parse_content_type,
 )
 
@@ -106,10 +108,18 @@ class _PartUpload:
 
 
 async def receive_parts(
-    request: web.Request, blobs: BlobStore, boundary: str, max_parts: int, max_part_bytes: int
+    request: web.Request, blobs: BlobStore, boundary: str, limits: BodyLimits
 ) -> list[ReceivedPart]:
-    """Parse the body and upload each acceptable part; returns one entry per part."""
-    parser = MultipartParser(boundary, max_parts=max_parts)
+    """Parse the body and upload each acceptable part; returns one entry per part.
+
+    A part over ``max_part_bytes`` becomes that part's failure; a body over
+    ``max_request_bytes`` or ``max_parts``, or a stalled client, fails the whole request and
+    discards every upload.
+    """
+    parser = MultipartParser(
+        boundary, max_header_bytes=limits.max_part_header_bytes, max_parts=limits.max_parts
+    )
+    max_part_bytes = limits.max_part_bytes
     parts: list[ReceivedPart] = []
     upload: _PartUpload | None = None
 
@@ -138,7 +148,7 @@ async def receive_parts(
             upload = None
 
     try:
-        async for chunk in request.content.iter_chunked(READ_CHUNK):
+        async for chunk in bounded_chunks(lambda: request.content.read(READ_CHUNK), limits):
             for event in parser.feed(chunk):
                 await on_event(event)
         for event in parser.close():
@@ -147,6 +157,8 @@ async def receive_parts(
         if upload is not None:
             await upload.abort()
         await discard(blobs, parts)
+        if isinstance(exc, TooManyPartsError):
+            raise too_many_parts(limits.max_parts) from exc
         if isinstance(exc, MultipartError):
             raise TesseraError(ErrorCode.BAD_MULTIPART, str(exc)) from exc
         raise
@@ -291,11 +303,11 @@ async def store_instances(request: web.Request) -> web.Response:
     blobs = request.app[BLOBS]
     study_uid = optional_path_uid(request, "study")
     boundary = request_boundary(request.headers.get("Content-Type"))
+    limits = BodyLimits.from_settings(settings)
+    check_content_length(request.content_length, limits.max_request_bytes)
     if request.content_length == 0 or not request.body_exists:
         raise TesseraError(ErrorCode.EMPTY_REQUEST, "the request body is empty")
-    parts = await receive_parts(
-        request, blobs, boundary, settings.max_parts, settings.max_part_bytes
-    )
+    parts = await receive_parts(request, blobs, boundary, limits)
     if not parts:
         raise TesseraError(ErrorCode.EMPTY_REQUEST, "the multipart body contains no parts")
     try:

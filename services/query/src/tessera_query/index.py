@@ -13,12 +13,13 @@ results for it; one reference table of searches runs against each (tests/**/test
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from tessera_common.messages import (
     IndexReply,
     InstanceRecord,
+    LocatedInstance,
     LocateReply,
     LocateRequest,
     MetadataReply,
@@ -33,6 +34,11 @@ class Index(Protocol):
         """Index one stored instance, keyed by SOP Instance UID; idempotent. ``metadata`` is
         its full DICOM JSON. The reply says whether an instance with that UID was replaced
         and names its objects."""
+        ...
+
+    async def delete(self, sop_uids: Sequence[str]) -> list[LocatedInstance]:
+        """Remove these instances, then the series and studies they leave empty; the entries
+        removed (UIDs not indexed are ignored, so deleting twice is harmless)."""
         ...
 
     async def contains(self, sop_uid: str, sha256: str) -> bool:
@@ -66,6 +72,7 @@ class BlockingIndex(Protocol):
     """The same operations as ``Index``, as blocking calls (``SqliteIndex``)."""
 
     def upsert(self, record: InstanceRecord, metadata: Mapping[str, Any]) -> IndexReply: ...
+    def delete(self, sop_uids: Sequence[str]) -> list[LocatedInstance]: ...
     def contains(self, sop_uid: str, sha256: str) -> bool: ...
     def search(self, req: SearchRequest) -> SearchReply: ...
     def locate(self, req: LocateRequest) -> LocateReply: ...
@@ -83,6 +90,9 @@ class ThreadedIndex:
 
     async def upsert(self, record: InstanceRecord, metadata: Mapping[str, Any]) -> IndexReply:
         return await asyncio.to_thread(self.blocking.upsert, record, metadata)
+
+    async def delete(self, sop_uids: Sequence[str]) -> list[LocatedInstance]:
+        return await asyncio.to_thread(self.blocking.delete, sop_uids)
 
     async def contains(self, sop_uid: str, sha256: str) -> bool:
         return await asyncio.to_thread(self.blocking.contains, sop_uid, sha256)

@@ -260,6 +260,33 @@ class MongoIndex:
                 await self._refresh_study(study_uid)
         return previous  # type: ignore[no-any-return]
 
+    async def delete(self, sop_uids: Sequence[str]) -> list[LocatedInstance]:
+        """Remove instances, then the series and studies they leave empty, as
+        ``SqliteIndex.delete``; each study's remaining computed lists are re-derived."""
+        unique = sorted(set(sop_uids))
+        if not unique:
+            return []
+        projection = dict.fromkeys(LOCATE_COLUMNS, 1)
+        found = await self._instances.find({"_id": {"$in": unique}}, projection).to_list(None)
+        removed = [
+            LocatedInstance(
+                **{name: doc["_id"] if name == "sop_uid" else doc[name] for name in LOCATE_COLUMNS}
+            )
+            for doc in found
+        ]
+        for study_uid in sorted({instance.study_uid for instance in removed}):
+            async with self._lock(study_uid):
+                gone = [i for i in removed if i.study_uid == study_uid]
+                await self._instances.delete_many({"_id": {"$in": [i.sop_uid for i in gone]}})
+                for series_uid in sorted({i.series_uid for i in gone}):
+                    if (
+                        await self._instances.count_documents({"series_uid": series_uid}, limit=1)
+                        == 0
+                    ):
+                        await self._series.delete_one({"_id": series_uid})
+                await self._refresh_study(study_uid)
+        return removed
+
     async def _propagate_study(self, study_uid: str, keys: Any, patient_id: Any) -> None:
         update = {"$set": {"sk": keys, "patient_id": patient_id}}
         await self._series.update_many({"study_uid": study_uid}, update)

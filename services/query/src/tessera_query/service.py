@@ -19,6 +19,8 @@ from tessera_common.blobstore import BlobNotFoundError, BlobStore, open_blob_sto
 from tessera_common.bus import Bus
 from tessera_common.errors import ErrorCode, TesseraError
 from tessera_common.messages import (
+    IndexDeleteReply,
+    IndexDeleteRequest,
     IndexReply,
     IndexRequest,
     InstanceRecord,
@@ -61,6 +63,9 @@ class QueryService:
             metadata = (await self._read_sidecar(record.sidecar_key)).metadata or {}
         return await self._index.upsert(record, metadata)
 
+    async def delete(self, request: IndexDeleteRequest) -> IndexDeleteReply:
+        return IndexDeleteReply(instances=await self._index.delete(request.sop_uids))
+
     async def search(self, request: SearchRequest) -> SearchReply:
         return await self._index.search(request)
 
@@ -93,6 +98,13 @@ class QueryService:
             log.warning("sidecar %s of a stored event is gone; skipped", event.sidecar_key)
             return
         await self._index.upsert(record, record.metadata or {})
+        # A DELETE may have removed the instance while its sidecar was being read: the store
+        # removes the index entry, then the objects, then the entry again, so a sidecar gone
+        # now means this entry came too late and must go (docs/DURABILITY.md, Deletion).
+        if await self._blobs.head(event.sidecar_key) is None:
+            await self._index.delete([event.sop_uid])
+            log.info("%s was deleted while catching up; not indexed", event.sop_uid)
+            return
         log.info("caught up: indexed %s from the event stream", event.sop_uid)
 
     async def _read_sidecar(self, key: str) -> InstanceRecord:
@@ -173,6 +185,7 @@ async def run(settings: Settings) -> None:
         await bus.serve(Subject.QUERY_LOCATE, LocateRequest, service.locate, queue=QUEUE)
         await bus.serve(Subject.QUERY_METADATA, MetadataRequest, service.metadata, queue=QUEUE)
         await bus.serve(Subject.QUERY_PING, Ping, service.ping, queue=QUEUE)
+        await bus.serve(Subject.QUERY_DELETE, IndexDeleteRequest, service.delete, queue=QUEUE)
         follower = asyncio.create_task(follow_events(bus, service))
         log.info("query service ready (%s index)", settings.index_backend)
 

@@ -17,7 +17,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -319,6 +319,33 @@ class SqliteIndex:
             if old_study != record.study_uid:
                 self._drop_empty_study(db, old_study)
         return None if previous is None else (previous[0], previous[1], previous[2], previous[3])
+
+    def delete(self, sop_uids: Sequence[str]) -> list[LocatedInstance]:
+        """Remove instances, then the series and studies they leave empty, in one transaction
+        (ARCHITECTURE invariant 2: a search sees all of a deletion or none of it)."""
+        unique = sorted(set(sop_uids))
+        if not unique:
+            return []
+        marks = ", ".join("?" * len(unique))
+        columns = ", ".join(LOCATE_COLUMNS)
+        with self._lock, self._transaction() as db:
+            rows = db.execute(
+                f"SELECT {columns} FROM instances WHERE sop_uid IN ({marks})",  # noqa: S608
+                unique,
+            ).fetchall()
+            removed = [
+                LocatedInstance(**dict(zip(LOCATE_COLUMNS, row, strict=True))) for row in rows
+            ]
+            db.execute(f"DELETE FROM instances WHERE sop_uid IN ({marks})", unique)  # noqa: S608
+            for series_uid in sorted({found.series_uid for found in removed}):
+                db.execute(
+                    "DELETE FROM series WHERE series_uid = ?"
+                    " AND NOT EXISTS (SELECT 1 FROM instances WHERE series_uid = ?)",
+                    (series_uid, series_uid),
+                )
+            for study_uid in sorted({found.study_uid for found in removed}):
+                self._drop_empty_study(db, study_uid)
+        return removed
 
     @staticmethod
     def _drop_empty_study(db: sqlite3.Connection, study_uid: str) -> None:

@@ -89,6 +89,21 @@ def index_message(record: InstanceRecord) -> InstanceRecord:
     return record.model_copy(update={"metadata": None})
 
 
+class InstanceLocks:
+    """One lock per SOP Instance UID, shared by ingest and deletion in this store process, so
+    that a STOW and a DELETE of one instance never interleave. Unused locks are dropped."""
+
+    def __init__(self) -> None:
+        self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
+
+    def __call__(self, sop_uid: str) -> asyncio.Lock:
+        lock = self._locks.get(sop_uid)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[sop_uid] = lock
+        return lock
+
+
 class Ingestor:
     def __init__(
         self,
@@ -96,11 +111,12 @@ class Ingestor:
         bus: Bus,
         *,
         duplicates: DuplicatePolicy | str = DuplicatePolicy.OVERWRITE,
+        locks: InstanceLocks | None = None,
     ) -> None:
         self._blobs = blobs
         self._bus = bus
         self._duplicates = DuplicatePolicy(duplicates)
-        self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
+        self._lock = locks or InstanceLocks()
 
     async def ingest(self, request: IngestRequest) -> InstanceOutcome:
         if not request.upload_key.startswith(INCOMING_PREFIX):
@@ -157,13 +173,6 @@ class Ingestor:
             warning_reason=analysis.warning_reason,
             reason=analysis.warning or "",
         )
-
-    def _lock(self, sop_uid: str) -> asyncio.Lock:
-        lock = self._locks.get(sop_uid)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[sop_uid] = lock
-        return lock
 
     def _analyze(self, request: IngestRequest) -> InstanceAnalysis:
         with self._blobs.open_reader(request.upload_key, size=request.size) as fp:

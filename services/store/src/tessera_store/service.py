@@ -10,13 +10,14 @@ import pydicom.config
 
 from tessera_common.blobstore import open_blob_store
 from tessera_common.bus import Bus
-from tessera_common.messages import IngestRequest, Ping, Pong, Subject
+from tessera_common.messages import DeleteRequest, IngestRequest, Ping, Pong, Subject
 from tessera_common.metrics import serving_metrics
 from tessera_common.settings import Settings
 from tessera_common.telemetry import setup_tracing
 from tessera_common.traced import TracedBlobStore
 
-from .ingest import Ingestor
+from .delete import Deleter
+from .ingest import Ingestor, InstanceLocks
 from .orphans import collecting_orphans
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,16 @@ async def run(settings: Settings) -> None:
     )
     try:
         await bus.ensure_streams()
-        ingestor = Ingestor(blobs, bus, duplicates=settings.duplicate_policy)
+        locks = InstanceLocks()
+        ingestor = Ingestor(blobs, bus, duplicates=settings.duplicate_policy, locks=locks)
+        deleter = Deleter(blobs, bus, locks)
 
         async def ping(_: Ping) -> Pong:
             await blobs.ping()
             return Pong(service="store", ready=True)
 
         await bus.serve(Subject.STORE_INGEST, IngestRequest, ingestor.ingest, queue=QUEUE)
+        await bus.serve(Subject.STORE_DELETE, DeleteRequest, deleter.delete, queue=QUEUE)
         await bus.serve(Subject.STORE_PING, Ping, ping, queue=QUEUE)
         log.info("store service ready")
 
