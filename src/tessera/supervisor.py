@@ -184,6 +184,14 @@ class Supervised(Protocol):
     async def stop(self) -> None: ...
 
 
+def stop_grace_of(service: str, settings: Settings) -> float:
+    """How long a service may take to stop: the gateway first lets in-flight requests finish
+    (``shutdown_grace_seconds``), so it gets that on top of the usual grace."""
+    if service == "gateway":
+        return STOP_GRACE + settings.shutdown_grace_seconds
+    return STOP_GRACE
+
+
 def child_environment(settings: Settings, nats_url: str) -> dict[str, str]:
     """This process's environment plus every setting as ``TESSERA_<FIELD>``.
 
@@ -221,6 +229,8 @@ class ServiceProcess:
     name: str
     environment: Mapping[str, str]
     process: asyncio.subprocess.Process | None = None
+    #: Seconds between SIGTERM and SIGKILL; the gateway gets its drain period on top.
+    stop_grace: float = STOP_GRACE
 
     @property
     def pid(self) -> int | None:
@@ -247,16 +257,16 @@ class ServiceProcess:
         return None if process is None else await process.wait()
 
     async def stop(self) -> None:
-        """SIGTERM, then SIGKILL after :data:`STOP_GRACE` seconds."""
+        """SIGTERM, then SIGKILL after ``stop_grace`` seconds."""
         process = self.process
         if process is None or process.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), STOP_GRACE)
+            await asyncio.wait_for(process.wait(), self.stop_grace)
         except TimeoutError:
-            log.warning("%s did not stop within %.0f s; killing it", self.name, STOP_GRACE)
+            log.warning("%s did not stop within %.0f s; killing it", self.name, self.stop_grace)
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
@@ -470,7 +480,10 @@ async def serve(settings: Settings, *, services: Sequence[str] = DEFAULT_SERVICE
         nats_keeper.start(already_running=True)
 
         environment = child_environment(settings, nats.url)
-        children = [ServiceProcess(name, environment) for name in services]
+        children = [
+            ServiceProcess(name, environment, stop_grace=stop_grace_of(name, settings))
+            for name in services
+        ]
 
         def record_services() -> None:
             run_directory.write_services({child.name: child.pid for child in children})

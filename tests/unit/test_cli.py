@@ -351,3 +351,14 @@ async def test_a_second_signal_exits_at_once(monkeypatch: pytest.MonkeyPatch) ->
         assert await run_until_signalled("fake", run, Settings()) == 0
     await presser
     assert forced == ["was asked to stop twice"]
+
+
+@pytest.mark.parametrize(
+    ("service", "grace"),
+    [("gateway", 10.0 + 30.0), ("store", 10.0), ("query", 10.0), ("codec", 10.0)],
+    ids=["gateway-drains", "store", "query", "codec"],
+)
+def test_stop_grace_leaves_the_gateway_its_drain(service: str, grace: float) -> None:
+    from tessera.supervisor import stop_grace_of
+
+    assert stop_grace_of(service, Settings(shutdown_grace_seconds=30)) == grace
