@@ -29,7 +29,14 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from prometheus_client.parser import text_string_to_metric_families
 from pydicom.encaps import generate_frames
-from tests.support.dicom_files import DicomFile, pydicom_files, shared_files, split_by_sop
+from tests.support.dicom_files import (
+    TRUNCATED,
+    DicomFile,
+    all_files,
+    shared_files,
+    split_by_sop,
+    storable_files,
+)
 from tests.support.distributed import DistributedTessera, running_distributed
 from tests.support.http import multipart_body, retrieve_parts, sequence_items, stow
 from tests.support.otlp import ReceivedSpan, SpanCollector, running_collector
@@ -42,13 +49,7 @@ from tessera_gateway.multipart import iter_parts
 
 pytestmark = pytest.mark.slow
 
-TRUNCATED = {
-    "MR_truncated.dcm",
-    "emri_small_jpeg_2k_lossless_too_short.dcm",
-    "rtplan_truncated.dcm",
-}
-ALL_FILES = shared_files() + pydicom_files()
-FILES, _ = split_by_sop(tuple(f for f in ALL_FILES if f.path.name not in TRUNCATED))
+FILES, _ = split_by_sop(storable_files())
 BATCH = 25
 VIDEO = {"1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.102"}
 DEFLATED = "1.2.840.10008.1.2.1.99"
@@ -282,7 +283,7 @@ def _post(tier: DistributedTessera, parts: list[bytes], traceparent: str) -> req
 def test_truncated_files_are_refused_and_logged_under_their_trace(
     tier: DistributedTessera, collector: SpanCollector
 ) -> None:
-    broken = [f.path.read_bytes() for f in ALL_FILES if f.path.name in TRUNCATED]
+    broken = [f.path.read_bytes() for f in all_files() if f.path.name in TRUNCATED]
     traceparent, trace_id, _ = new_traceparent()
     response = _post(tier, broken, traceparent)
     assert response.status_code == 409, response.text

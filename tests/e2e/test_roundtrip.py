@@ -15,7 +15,14 @@ import pydicom
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
-from tests.support.dicom_files import DicomFile, pydicom_files, shared_files, split_by_sop
+from tests.support.dicom_files import (
+    TRUNCATED,
+    DicomFile,
+    all_files,
+    shared_files,
+    split_by_sop,
+    storable_files,
+)
 from tests.support.http import retrieve_parts, sequence_items, stow
 from tests.support.system import RunningTessera, start_tessera
 
@@ -23,14 +30,7 @@ from bench.synthetic import ct_series
 
 pytestmark = pytest.mark.slow
 
-#: pydicom's deliberately broken files: a readable header, but cut short.
-TRUNCATED = {
-    "MR_truncated.dcm",
-    "emri_small_jpeg_2k_lossless_too_short.dcm",
-    "rtplan_truncated.dcm",
-}
-ALL_FILES = shared_files() + pydicom_files()
-FIRST, LATER = split_by_sop(tuple(f for f in ALL_FILES if f.path.name not in TRUNCATED))
+FIRST, LATER = split_by_sop(storable_files())
 BATCH = 25
 
 
@@ -57,7 +57,7 @@ def stored(tessera: RunningTessera) -> list[DicomFile]:
 
 
 def test_truncated_files_are_refused(tessera: RunningTessera) -> None:
-    broken = [f for f in ALL_FILES if f.path.name in TRUNCATED]
+    broken = [f for f in all_files() if f.path.name in TRUNCATED]
     assert len(broken) == len(TRUNCATED)
     response = stow(tessera.root, [f.path.read_bytes() for f in broken])
     assert response.status_code == 409, response.text

@@ -84,6 +84,22 @@ def pydicom_files() -> tuple[DicomFile, ...]:
     return tuple(found)
 
 
+#: pydicom's deliberately broken files: a readable header, but cut short.
+TRUNCATED = frozenset(
+    {"MR_truncated.dcm", "emri_small_jpeg_2k_lossless_too_short.dcm", "rtplan_truncated.dcm"}
+)
+
+
+def all_files() -> tuple[DicomFile, ...]:
+    """shared/testdata first, then pydicom's files."""
+    return shared_files() + pydicom_files()
+
+
+def storable_files() -> tuple[DicomFile, ...]:
+    """Every test file a correct archive must store (the truncated ones left out)."""
+    return tuple(f for f in all_files() if f.path.name not in TRUNCATED)
+
+
 def split_by_sop(files: tuple[DicomFile, ...]) -> tuple[list[DicomFile], list[DicomFile]]:
     """(first file of each SOP Instance UID, the later files that re-use a UID)."""
     seen: set[str] = set()
