@@ -36,7 +36,7 @@ from bench.sizes import Size
 from bench.stats import Sample
 from bench.stow import stow_instances
 
-FIXTURE_GROUPS = ("metadata", "frames_native", "frames_jpegls")
+FIXTURE_GROUPS = ("metadata", "frames_native", "frames_jpegls", "thumbnails")
 LOAD_CLIENTS = 4
 
 

@@ -192,16 +192,25 @@ def plan_studies(count: int, *, seed: int, kind: str = "bulk") -> list[StudyPlan
 
 
 def fixture_study(
-    kind: str, *, seed: int, instances: int, description: str = "CT Thorax"
+    kind: str,
+    *,
+    seed: int,
+    instances: int,
+    description: str = "CT Thorax",
+    series_count: int = 1,
 ) -> StudyPlan:
-    """A one-series CT study for a scenario's fixture (metadata series, frames series ...)."""
+    """A CT study for a scenario's fixture (metadata series, frames series ...): one series,
+    or ``series_count`` series of ``instances`` instances each."""
     base = plan_studies(1, seed=seed, kind=kind)[0]
-    series = SeriesPlan(
-        uid=derived_uid(seed, kind, "series", 0, 1),
-        number=1,
-        modality="CT",
-        description=f"Axial 1.0 mm ({kind})",
-        instances=instances,
+    series = tuple(
+        SeriesPlan(
+            uid=derived_uid(seed, kind, "series", 0, number),
+            number=number,
+            modality="CT",
+            description=f"Axial 1.0 mm ({kind})",
+            instances=instances,
+        )
+        for number in range(1, series_count + 1)
     )
     return StudyPlan(
         uid=base.uid,
@@ -212,7 +221,7 @@ def fixture_study(
         study_id=base.study_id,
         description=description,
         institution=base.institution,
-        series=(series,),
+        series=series,
         seed=seed,
     )
 

@@ -8,7 +8,7 @@ from bench.scenarios.ingest import IngestFourClients, IngestOneClient
 from bench.scenarios.large_stow import LargeStow
 from bench.scenarios.metadata import SeriesMetadata
 from bench.scenarios.qido import StudyList
-from bench.scenarios.rendered import Rendered, Thumbnail
+from bench.scenarios.rendered import Rendered, StudyThumbnails, Thumbnail
 from bench.scenarios.retrieve import SeriesRetrieve
 
 #: Scenario ids that do not depend on query profiles, in run order (QIDO profiles go between).
@@ -20,6 +20,7 @@ LATER = (
     FramesJpegLsAnySyntax,
     Rendered,
     Thumbnail,
+    StudyThumbnails,
     SeriesRetrieve,
     LargeStow,
 )

@@ -1,18 +1,26 @@
-"""Scenario 6: rendered JPEG (PS3.18 §10.4.1.1.5) throughput and thumbnail latency.
+"""Scenario 6: rendered JPEG (PS3.18 §10.4) throughput and thumbnail latency.
 
 Rendered: ``/instances/{sop}/rendered`` as ``image/jpeg`` with 8 concurrent clients, round
-robin over the native 512x512 CT series. Thumbnail: ``/instances/{sop}/thumbnail``, one client,
-p50/p95 (a viewer's study browser asks for these one after another).
+robin over the native 512x512 CT series; every request names another window
+(``window=c,400,linear``), so each one is rendered, not served from a cache. Thumbnail:
+``/instances/{sop}/thumbnail``, one client, p50/p95 (a viewer's study browser asks for these
+one after another). Study thumbnails: the thumbnails of all 20 series of a study at once, as
+OHIF's study browser asks for them; the first pass of the run and the warm passes after it.
 """
 
 from __future__ import annotations
 
-from bench.client import Reply, Target, call, run_load
+import asyncio
+import time
+
+from bench.client import Reply, Target, Unsupported, call, run_load
 from bench.scenarios.base import Metric, Scenario, share
 from bench.stats import Sample
 
 CONCURRENCY = 8
 ACCEPT = {"Accept": "image/jpeg"}
+#: Warm passes over the study's series thumbnails per round.
+WARM_PASSES = 5
 
 
 class Rendered(Scenario):
@@ -30,13 +38,20 @@ class Rendered(Scenario):
     def _requests(self, index: int) -> int:
         return share(self.context.size.rendered_requests, self.rounds, index)
 
+    def _params(self, round_index: int, n: int) -> list[tuple[str, str]]:
+        """A window no other request of the run uses: every image is rendered anew."""
+        center = 40 + round_index * 10_000 + n
+        return [("window", f"{center},400,linear")]
+
     async def run_round(self, target: Target, index: int) -> Sample:
         session = self.context.session(target)
         instances = self.context.dataset.groups["frames_native"].instances
         urls = [f"{self.context.instance_url(target, i)}/{self.resource}" for i in instances]
 
         async def image(n: int) -> Reply:
-            return await call(session, "GET", urls[n % len(urls)], headers=ACCEPT)
+            return await call(
+                session, "GET", urls[n % len(urls)], headers=ACCEPT, params=self._params(index, n)
+            )
 
         load = await run_load(
             image, count=self._requests(index), concurrency=self.concurrency, budget=self.budget()
@@ -72,5 +87,58 @@ class Thumbnail(Rendered):
     def _requests(self, index: int) -> int:
         return share(self.context.size.thumbnail_requests, self.rounds, index)
 
+    def _params(self, round_index: int, n: int) -> list[tuple[str, str]]:
+        return []
+
     def values(self, sample: Sample) -> dict[str, float]:
         return {"p50_ms": sample.millis("request", 50), "p95_ms": sample.millis("request", 95)}
+
+
+class StudyThumbnails(Scenario):
+    id = "study_thumbnails"
+    title = "Thumbnails of a 20-series study"
+    needs = ("thumbnails",)
+    metrics = (
+        Metric("warm_p50_ms", "warm p50", "ms", "lower"),
+        Metric("warm_p95_ms", "warm p95", "ms", "lower"),
+        Metric("first_ms", "first", "ms", "lower"),
+    )
+
+    async def run_round(self, target: Target, index: int) -> Sample:
+        session = self.context.session(target)
+        series = self.context.dataset.groups["thumbnails"].series
+        urls = [
+            f"{target.url}/studies/{s.study_uid}/series/{s.series_uid}/thumbnail" for s in series
+        ]
+
+        async def one_pass() -> float:
+            started = time.perf_counter()
+            replies = await asyncio.gather(
+                *(call(session, "GET", url, headers=ACCEPT) for url in urls)
+            )
+            for reply in replies:
+                if reply.status != 200:
+                    raise Unsupported(reply.status, f"series thumbnail answered {reply.status}")
+            return time.perf_counter() - started
+
+        latencies: dict[str, list[float]] = {}
+        if index == 0:
+            latencies["first"] = [await one_pass()]
+        warm = [await one_pass() for _ in range(WARM_PASSES)]
+        latencies["warm"] = warm
+        return Sample(
+            seconds=sum(warm),
+            requests=len(urls) * (WARM_PASSES + (index == 0)),
+            items=len(urls) * WARM_PASSES,
+            latencies=latencies,
+            details={"series": len(urls)},
+        )
+
+    def values(self, sample: Sample) -> dict[str, float]:
+        values = {
+            "warm_p50_ms": sample.millis("warm", 50),
+            "warm_p95_ms": sample.millis("warm", 95),
+        }
+        if "first" in sample.latencies:
+            values["first_ms"] = sample.millis("first", 50)
+        return values

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from tessera_common.logs import configure_logging
 from tessera_common.settings import Settings
 
-from . import maintenance_cli
+from . import maintenance_cli, search_cli, upload_cli
 from .apikey_cli import apikey_app
 
 log = logging.getLogger("tessera")
@@ -39,6 +39,7 @@ SERVICE_MODULES: Mapping[str, str] = {
     "store": "tessera_store.service",
     "query": "tessera_query.service",
     "codec": "tessera_codec.service",
+    "render": "tessera_render.service",
 }
 """Each module exposes ``async def run(settings: Settings) -> None`` serving until cancelled."""
 
@@ -56,8 +57,8 @@ app = typer.Typer(
         "Tessera: a DICOMweb archive (DICOM PS3.18: STOW-RS, QIDO-RS, WADO-RS) built from "
         "small services that talk over NATS.\n\n"
         "Start with **tessera serve**: it runs everything on this machine. The **gateway**, "
-        "**store**, **query** and **codec** commands run one service alone, for distributed "
-        "deployments."
+        "**store**, **query**, **codec** and **render** commands run one service alone, for "
+        "distributed deployments."
         "\n\n"
         "Every setting can also be given as an environment variable named "
         "`TESSERA_<SETTING>`, e.g. `TESSERA_PORT=8042` or `TESSERA_NATS_URL=nats://nats:4222`; "
@@ -126,18 +127,35 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    render_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--render-workers",
+            help="Render processes to start (rendered and thumbnail images); default: one per "
+            "two CPUs, env `TESSERA_RENDER_WORKERS`.",
+            show_default=False,
+            min=1,
+            max=32,
+        ),
+    ] = None,
 ) -> None:
     """Run the whole archive on this machine, with no other infrastructure.
 
     Starts a private NATS server (with JetStream, inside the data directory), then the query,
-    store, codec and gateway services as child processes, and restarts a service that
+    store, codec, render and gateway services as child processes, and restarts a service that
     crashes. Prints the DICOMweb URL once it answers; Ctrl-C stops everything cleanly.
 
     Other settings (e.g. `TESSERA_PUBLIC_URL`, `TESSERA_MAX_PART_BYTES`) are read from the
     environment and handed on to the services. Their logs go to this terminal; the NATS
     server's to `<data-dir>/logs/nats-server.log`.
     """
-    settings = load_settings(host=host, port=port, data_dir=data_dir, base_path=base_path)
+    settings = load_settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        base_path=base_path,
+        render_workers=render_workers,
+    )
     configure_logging("serve")
     from tessera.supervisor import serve as run_embedded
 
@@ -211,6 +229,23 @@ def codec() -> None:
     _run_service("codec")
 
 
+@app.command(rich_help_panel=DISTRIBUTED)
+def render() -> None:
+    """Run the render service alone: it renders instances and frames as JPEG, PNG or GIF for
+    the rendered and thumbnail resources, and caches the images in object storage.
+
+    Configured by environment variables:
+
+    * `TESSERA_NATS_URL`: the NATS server, e.g. `nats://nats:4222`
+    * `TESSERA_BLOB_BACKEND` and `TESSERA_S3_*` or `TESSERA_BLOB_ROOT`: object storage
+    * `TESSERA_RENDER_THREADS`: threads rendering at once in this process (default 2)
+
+    Run several copies to share the work (they form one NATS queue group). Stops cleanly on
+    SIGTERM or Ctrl-C.
+    """
+    _run_service("render")
+
+
 @app.command()
 def version() -> None:
     """Print the versions of Tessera, Python and the bundled nats-server."""
@@ -222,6 +257,8 @@ def version() -> None:
 app.add_typer(apikey_app, name="apikey", rich_help_panel="Administration")
 for _command in (maintenance_cli.reindex, maintenance_cli.verify, maintenance_cli.gc):
     app.command(rich_help_panel=maintenance_cli.MAINTENANCE)(_command)
+for _transfer in (upload_cli.upload, search_cli.search, search_cli.download):
+    app.command(rich_help_panel=upload_cli.PANEL)(_transfer)
 
 
 def main() -> None:

@@ -40,8 +40,29 @@ from tessera_common.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SERVICES: tuple[str, ...] = ("query", "store", "codec", "gateway")
+DEFAULT_SERVICES: tuple[str, ...] = ("query", "store", "codec", "render", "gateway")
 """Start order: the index first, the HTTP front door last (stopped in reverse)."""
+
+#: Services of which ``tessera serve`` may start several processes (one queue group each).
+REPLICATED = frozenset({"render"})
+
+
+def render_worker_count(settings: Settings) -> int:
+    """``TESSERA_RENDER_WORKERS``, or one per two CPUs (1 to 4) when it is 0."""
+    if settings.render_workers > 0:
+        return settings.render_workers
+    return max(1, min(4, (os.cpu_count() or 1) // 2))
+
+
+def process_names(services: Sequence[str], settings: Settings) -> list[tuple[str, str]]:
+    """(process name, service command) in start order: ``render``, ``render-2``, …"""
+    names: list[tuple[str, str]] = []
+    for service in services:
+        copies = render_worker_count(settings) if service in REPLICATED else 1
+        names.append((service, service))
+        names.extend((f"{service}-{number}", service) for number in range(2, copies + 1))
+    return names
+
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -229,6 +250,8 @@ class ServiceProcess:
     name: str
     environment: Mapping[str, str]
     process: asyncio.subprocess.Process | None = None
+    #: The ``tessera`` subcommand; the name by default (``render-2`` runs ``render``).
+    command: str = ""
     #: Seconds between SIGTERM and SIGKILL; the gateway gets its drain period on top.
     stop_grace: float = STOP_GRACE
 
@@ -244,7 +267,7 @@ class ServiceProcess:
             sys.executable,
             "-m",
             "tessera",
-            self.name,
+            self.command or self.name,
             stdin=subprocess.DEVNULL,
             env=dict(self.environment),
             # Its own process group: the terminal's Ctrl-C reaches only the supervisor, which
@@ -481,8 +504,10 @@ async def serve(settings: Settings, *, services: Sequence[str] = DEFAULT_SERVICE
 
         environment = child_environment(settings, nats.url)
         children = [
-            ServiceProcess(name, environment, stop_grace=stop_grace_of(name, settings))
-            for name in services
+            ServiceProcess(
+                name, environment, stop_grace=stop_grace_of(command, settings), command=command
+            )
+            for name, command in process_names(services, settings)
         ]
 
         def record_services() -> None:

@@ -104,7 +104,7 @@ def test_wrong_study_in_path(tessera: RunningTessera) -> None:
     [
         ("application/json", 415),
         ("text/plain", 415),
-        ('multipart/related; type="application/dicom+xml"; boundary=x', 415),
+        ('multipart/related; type="application/dicom+xml"; boundary=x', 400),  # not multipart
         ("multipart/related; type=application/dicom", 400),  # no boundary
         ("this is not a media type", 415),
     ],

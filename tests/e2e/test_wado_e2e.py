@@ -505,8 +505,6 @@ def test_wado_uri(tessera: RunningTessera, stored: list[DicomFile]) -> None:
     )
     assert hashlib.sha256(stored_bytes.content).hexdigest() == f.sha256
     cases = [
-        ({**base}, 406),  # image/jpeg is the default for images: the render service's job
-        ({**base, "contentType": "image/jpeg"}, 406),
         ({**base, "contentType": "application/dicom", "frameNumber": "1"}, 400),
         ({**base, "contentType": "application/dicom", "windowWidth": "400"}, 400),
         ({**base, "contentType": "application/dicom", "bogus": "1"}, 400),
@@ -514,11 +512,44 @@ def test_wado_uri(tessera: RunningTessera, stored: list[DicomFile]) -> None:
         ({k: v for k, v in base.items() if k != "objectUID"}, 400),
         ({**base, "objectUID": "1.2.x"}, 400),
         ({**base, "objectUID": "1.2.3.4", "contentType": "application/dicom"}, 404),
+        ({**base, "frameNumber": "2"}, 400),
+        ({**base, "windowCenter": "40"}, 400),
+        ({**base, "region": "0.5,0,0.2,1"}, 400),
+        ({**base, "rows": "0"}, 400),
+        ({**base, "imageQuality": "101"}, 400),
+        ({**base, "presentationUID": "1.2.3"}, 400),
+        ({**base, "contentType": "text/html"}, 406),
     ]
     for params, status in cases:
         response = requests.get(wado, params=params)
         assert response.status_code == status, (params, response.text[:200])
         assert response.json()["reason"]
+
+
+def test_wado_uri_rendered(tessera: RunningTessera, stored: list[DicomFile]) -> None:
+    """Retrieve Rendered Instance (PS3.18 §9.5): JPEG by default for an image."""
+    from PIL import Image
+
+    f = next(f for f in stored if f.path.name == "ct_ivrle.dcm")
+    base = {"requestType": "WADO", "studyUID": f.study_uid, "seriesUID": f.series_uid,
+            "objectUID": f.sop_uid}  # fmt: skip
+    wado = f"{tessera.root}/wado"
+    default = requests.get(wado, params=base)
+    assert default.status_code == 200, default.text
+    assert default.headers["Content-Type"] == "image/jpeg"
+    size = Image.open(io.BytesIO(default.content)).size
+    cases = [
+        ({"contentType": "image/png", "windowCenter": "40", "windowWidth": "400", "rows": "64"},
+         "PNG", (64 * size[0] // size[1], 64)),
+        ({"region": "0,0,0.5,0.5", "columns": "100"}, "JPEG", (100, 100 * size[1] // size[0])),
+        ({"contentType": "image/gif,image/jpeg", "imageQuality": "50"}, "GIF", size),
+        ({"annotation": "patient,technique", "frameNumber": "1"}, "JPEG", size),
+    ]  # fmt: skip
+    for params, kind, expected in cases:
+        response = requests.get(wado, params={**base, **params})
+        assert response.status_code == 200, (params, response.text[:200])
+        image = Image.open(io.BytesIO(response.content))
+        assert (image.format, image.size) == (kind, expected), params
 
 
 def test_edge_case_files_round_trip(tessera: RunningTessera, stored: list[DicomFile]) -> None:

@@ -362,3 +362,38 @@ def test_stop_grace_leaves_the_gateway_its_drain(service: str, grace: float) -> 
     from tessera.supervisor import stop_grace_of
 
     assert stop_grace_of(service, Settings(shutdown_grace_seconds=30)) == grace
+
+
+@pytest.mark.parametrize(
+    ("workers", "expected"),
+    [
+        (1, [("query", "query"), ("render", "render"), ("gateway", "gateway")]),
+        (
+            3,
+            [
+                ("query", "query"),
+                ("render", "render"),
+                ("render-2", "render"),
+                ("render-3", "render"),
+                ("gateway", "gateway"),
+            ],
+        ),
+    ],
+    ids=["one-render-worker", "three-render-workers"],
+)
+def test_serve_starts_the_render_workers_asked_for(
+    workers: int, expected: list[tuple[str, str]]
+) -> None:
+    from tessera.supervisor import process_names
+
+    settings = Settings(render_workers=workers)
+    assert process_names(("query", "render", "gateway"), settings) == expected
+
+
+def test_render_workers_default_to_one_per_two_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tessera.supervisor import render_worker_count
+
+    for cpus, expected in ((1, 1), (2, 1), (4, 2), (64, 4)):
+        monkeypatch.setattr(os, "cpu_count", lambda cpus=cpus: cpus)
+        assert render_worker_count(Settings()) == expected
+    assert render_worker_count(Settings(render_workers=7)) == 7

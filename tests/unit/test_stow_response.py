@@ -32,13 +32,13 @@ def test_accepted_request_types(header: str, boundary: str) -> None:
         ("application/dicom", ErrorCode.UNSUPPORTED_MEDIA_TYPE),
         ("multipart/mixed; boundary=a", ErrorCode.UNSUPPORTED_MEDIA_TYPE),
         (
-            'multipart/related; type="application/dicom+json"; boundary=a',
+            'multipart/related; type="application/dicom+pdf"; boundary=a',
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
         ),
         ('multipart/related; type="application/dicom"', ErrorCode.BAD_MULTIPART),
         ("garbage", ErrorCode.UNSUPPORTED_MEDIA_TYPE),
     ],
-    ids=["missing", "single-part", "mixed", "json-parts", "no-boundary", "garbage"],
+    ids=["missing", "single-part", "mixed", "unknown-part-type", "no-boundary", "garbage"],
 )
 def test_refused_request_types(header: str | None, code: ErrorCode) -> None:
     with pytest.raises(TesseraError) as caught:

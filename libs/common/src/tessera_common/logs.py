@@ -68,6 +68,24 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(document, default=str).decode()
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse at ERROR with the parser's exception, whose
+    message quotes the raw request line: in the text format a malformed QIDO query would put a
+    patient's name in the log (invariant 10). Such a request is the client's error (it gets a
+    400), so the record becomes one INFO line naming the kind of error, without the quote."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and type(error).__module__ == "aiohttp.http_exceptions":
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "-"
+            record.msg = "refused a malformed HTTP request from %s: %s (%s)"
+            record.args = (remote, type(error).__name__, getattr(error, "code", "-"))
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def configure_logging(service: str, *, environ: Mapping[str, str] | None = None) -> None:
     """Send every log record to stderr, in the format and at the level the environment asks
     for (``TESSERA_LOG_FORMAT``, ``TESSERA_LOG_LEVEL``)."""
@@ -87,6 +105,9 @@ def configure_logging(service: str, *, environ: Mapping[str, str] | None = None)
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestFilter) for f in server.filters):
+        server.addFilter(MalformedRequestFilter())
     unknown = env.get("TESSERA_LOG_FORMAT", "").strip()
     if unknown and unknown.lower() not in LOG_FORMATS:
         logging.getLogger(__name__).warning(

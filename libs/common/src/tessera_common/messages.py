@@ -13,11 +13,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .rendering import RenderParams
+
 
 class Subject(StrEnum):
     STORE_INGEST = "tessera.v1.store.ingest"
     STORE_PING = "tessera.v1.store.ping"
     STORE_DELETE = "tessera.v1.store.delete"
+    STORE_ASSEMBLE = "tessera.v1.store.assemble"
     QUERY_INDEX = "tessera.v1.query.index"
     QUERY_SEARCH = "tessera.v1.query.search"
     QUERY_LOCATE = "tessera.v1.query.locate"
@@ -60,6 +63,44 @@ class IngestRequest(Message):
     expected_study_uid: str | None = None
 
 
+class BulkPart(Message):
+    """One bulk data part of a STOW metadata + bulk data request (PS3.18 §10.5.1.2), streamed
+    into the blob store at ``key``. ``content_location`` is the part's Content-Location, which
+    BulkDataURIs of the metadata name; ``transfer_syntax`` is the media type's parameter."""
+
+    key: str
+    content_location: str
+    media_type: str
+    transfer_syntax: str | None = None
+    size: int
+
+
+class AssembleRequest(Message):
+    """Claim check for one metadata part (DICOM JSON or PS3.19 XML) and the request's bulk
+    data parts, listed in the manifest object at ``manifest_key`` (a JSON array of
+    ``BulkPart``) so that the message stays small whatever the number of parts. The store builds
+    a PS3.10 object per dataset and ingests it as if it had been uploaded."""
+
+    metadata_key: str
+    metadata_size: int
+    metadata_type: Literal["application/dicom+json", "application/dicom+xml"]
+    manifest_key: str | None = None
+    expected_study_uid: str | None = None
+
+
+class AssembleReply(Message):
+    """One outcome per dataset of the metadata part (at most ``MAX_ASSEMBLE_DATASETS``), and
+    the indexes (into the manifest) of the bulk data parts those datasets referenced."""
+
+    outcomes: list[InstanceOutcome]
+    referenced: list[int] = Field(default_factory=list)
+
+
+#: Datasets in one metadata part; a longer JSON array is refused, so that an ``AssembleReply``
+#: (up to ~1 KiB per outcome) stays well below the 1 MiB NATS limit.
+MAX_ASSEMBLE_DATASETS = 500
+
+
 class InstanceOutcome(Message):
     """The per-instance result of a STOW part (PS3.18 Annex I). UIDs are present only when
     they were readable and valid."""
@@ -72,6 +113,8 @@ class InstanceOutcome(Message):
     failure_reason: int | None = None
     warning_reason: int | None = None
     reason: str = ""
+    #: Items of Original Attributes Sequence (0400,0561) in DICOM JSON when values were coerced.
+    original_attributes: list[dict[str, Any]] | None = None
 
 
 class FrameIndex(Message):
@@ -414,3 +457,44 @@ class AuditEvent(Message):
     duration_ms: float
     source_address: str | None = None
     trace_id: str | None = None
+
+
+# --- render service: rendered and thumbnail resources (PS3.18 §10.4) ------------------------
+
+
+class RenderSubject(StrEnum):
+    """Subjects of the render service (queue group ``render``)."""
+
+    FRAME = "tessera.v1.render.frame"
+    PING = "tessera.v1.render.ping"
+
+
+#: Rendered images up to this size travel inline in the reply; larger ones by reference
+#: (the cached object's key), keeping replies far below the NATS limit (invariant 6).
+INLINE_RENDER_BYTES = 384 * 1024
+#: The most frames one request may animate (image/gif of a multi-frame instance).
+MAX_RENDER_FRAMES = 1000
+
+
+class RenderRequest(Message):
+    """Render ``frames`` (1-based) of one stored instance with ``params``: one frame for JPEG
+    and PNG, one or more for an animated GIF. The render worker reads the pixels itself from
+    the blob store; the result is cached by (``instance.sha256``, frames, params)."""
+
+    instance: InstanceLocation
+    frames: list[int] = Field(min_length=1, max_length=MAX_RENDER_FRAMES)
+    params: RenderParams
+
+
+class RenderReply(Message):
+    """A rendered image: ``data`` inline, or ``key`` of the cached object to stream."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64"
+    )
+
+    media_type: str
+    size: int
+    data: bytes | None = None
+    key: str | None = None
+    cached: bool = False

@@ -55,6 +55,20 @@ class Settings(BaseSettings):
         "query, render, codec); unset: none (embedded mode runs them all on one host)",
     )
 
+    render_workers: int = Field(
+        default=0,
+        ge=0,
+        le=32,
+        description="render processes 'tessera serve' starts (each joins the render queue "
+        "group); 0: one per two CPUs, 1 to 4",
+    )
+    render_threads: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="threads one render process renders in (numpy and Pillow release the GIL)",
+    )
+
     nats_url: str = "nats://127.0.0.1:4222"
     request_timeout: float = Field(default=60.0, description="seconds a bus request may take")
 
@@ -208,6 +222,29 @@ class Settings(BaseSettings):
     )
     audit_max_bytes: int = Field(
         default=1024**3, gt=0, description="size at which the TESSERA_AUDIT stream drops its oldest"
+    )
+
+    # --- change feed webhooks (docs/EVENTS.md) -----------------------------------------------
+    webhook_urls: CommaList = Field(
+        default=[],
+        description="http(s) URLs that receive each change-feed entry by POST; empty: none",
+    )
+    webhook_secret: str | None = Field(
+        default=None,
+        repr=False,
+        description="key of the HMAC-SHA256 Tessera-Signature header on webhook deliveries",
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, le=100, description="deliveries of one event to one URL before giving up"
+    )
+    webhook_backoff_seconds: float = Field(
+        default=2.0, gt=0, description="delay before the first retry; doubles with each attempt"
+    )
+    webhook_backoff_max_seconds: float = Field(
+        default=300.0, gt=0, description="longest delay between two attempts"
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="seconds one webhook POST may take"
     )
 
     @property

@@ -149,7 +149,7 @@ def transcode_instance(
     fp: IO[bytes], source: Source, target: str, out: BinaryIO
 ) -> FrameIndex | None:
     """Transcode the PS3.10 file in ``fp`` to ``target``, writing the result to ``out``."""
-    pixels = _PixelSource.open(fp, source)
+    pixels = PixelSource.open(fp, source)
     frames: EncodedFrames | None = None
     try:
         if pixels.description is not None:
@@ -181,7 +181,7 @@ def transcode_frames(
     fp: IO[bytes], source: Source, target: str, numbers: list[int]
 ) -> Iterator[tuple[int, bytes]]:
     """Frames ``numbers`` (1-based) of the file in ``fp``, each encoded in ``target``."""
-    pixels = _PixelSource.open(fp, source)
+    pixels = PixelSource.open(fp, source)
     if pixels.description is None:
         raise ConversionError("the instance has no pixel data")
     count = pixels.description.number_of_frames
@@ -194,7 +194,7 @@ def transcode_frames(
 
 
 @dataclass
-class _PixelSource:
+class PixelSource:
     """Access to one stored instance's header and to its frames, one at a time."""
 
     fp: IO[bytes]
@@ -207,7 +207,7 @@ class _PixelSource:
     _frames: list[bytes] | None = field(default=None)
 
     @classmethod
-    def open(cls, fp: IO[bytes], source: Source) -> _PixelSource:
+    def open(cls, fp: IO[bytes], source: Source) -> PixelSource:
         ts = source.transfer_syntax_uid
         if not can_decode(ts):
             raise ConversionError(f"Tessera cannot decode transfer syntax {ts}")

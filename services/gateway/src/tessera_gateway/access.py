@@ -57,6 +57,10 @@ AUTHENTICATED = Access()
 PROBE_ROUTES = frozenset({"/healthz", "/readyz"})
 """Liveness and readiness probes: always unauthenticated (Kubernetes and the supervisor)."""
 METRICS_ROUTE = "/metrics"
+OPENAPI_ROUTE = "/openapi.json"
+"""The OpenAPI document: public, like the Capabilities Description (it describes the API and
+holds no data). So is ``GET``/``HEAD`` of the base path, the Retrieve Capabilities transaction
+(PS3.18 §8.9), whose ``OPTIONS`` form is public anyway."""
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 DICOMWEB_SCOPES: tuple[tuple[frozenset[str], str | None, Scope], ...] = (
@@ -79,13 +83,15 @@ def required_access(
     answered without touching data. An unmatched request still needs a valid credential, so
     that a 404 tells an anonymous caller nothing.
     """
-    if method == "OPTIONS" or route in PROBE_ROUTES:
+    if method == "OPTIONS" or route in PROBE_ROUTES or route == OPENAPI_ROUTE:
         return PUBLIC
     if route == METRICS_ROUTE:
         return Access(scope=Scope.ADMIN) if protect_metrics else PUBLIC
     if route is None:
         return AUTHENTICATED
     base = base_path.rstrip("/")
+    if method in READ_METHODS and route in (base, base + "/"):
+        return PUBLIC
     if not route.startswith(base + "/"):
         return Access(scope=Scope.ADMIN)
     relative = route[len(base) :]

@@ -8,14 +8,29 @@ from aiohttp import web
 
 from tessera_common.blobstore import open_blob_store
 from tessera_common.bus import Bus
+from tessera_common.frame_indexes import FrameIndexes
 from tessera_common.settings import Settings
 
-from . import auth, bulkdata, cors, frames, health, metadata, qido, stow, wado_rs, wado_uri
+from . import (
+    auth,
+    bulkdata,
+    cors,
+    frames,
+    health,
+    metadata,
+    qido,
+    rendered,
+    stow,
+    wado_rs,
+    wado_uri,
+)
+from .capabilities_routes import add_capability_routes
+from .changefeed import setup_changefeed
 from .codec_client import BusCodec
 from .context import BLOBS, BUS, SETTINGS
 from .delete import delete_resource
 from .errors import error_middleware
-from .instances import CODEC, FRAME_INDEXES, FrameIndexes
+from .instances import CODEC, FRAME_INDEXES
 from .observability import add_metrics_route, observability_middleware
 from .shutdown import DRAIN, Drain, shutdown_middleware
 
@@ -38,6 +53,8 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", health.readyz)
     add_metrics_route(app.router)
     add_dicomweb_routes(app.router, settings.base_path.rstrip("/"))
+    setup_changefeed(app, settings.base_path.rstrip("/"))
+    add_capability_routes(app.router, settings.base_path)  # after every other route
     cors.setup_cors(app, settings)
     return app
 
@@ -60,6 +77,7 @@ def add_dicomweb_routes(router: web.UrlDispatcher, base: str) -> None:
         router.add_get(resource + "/pixeldata", bulkdata.retrieve_pixeldata)
         router.add_delete(resource, delete_resource)
     router.add_get(instance + "/frames/{frames}", frames.retrieve_frames)
+    rendered.add_rendered_routes(router, study, series, instance)
     router.add_get(instance + "/bulkdata/{path:.+}", bulkdata.retrieve_bulkdata)
     router.add_get(base + "/wado", wado_uri.retrieve)
 

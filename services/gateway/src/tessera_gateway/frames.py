@@ -16,7 +16,6 @@ for one frame. Video (MPEG-2, H.264, HEVC) has no frames to cut: its stream is s
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -27,6 +26,7 @@ from aiohttp import web
 from tessera_common.errors import ErrorCode, TesseraError
 from tessera_common.messages import MAX_TRANSCODE_FRAMES, FrameIndex, LocatedInstance
 
+from .ahead import in_order
 from .context import BLOBS, service_root
 from .instances import (
     CODEC,
@@ -202,7 +202,7 @@ async def retrieve_frames(request: web.Request) -> web.StreamResponse:
     response.enable_chunked_encoding()
     await response.prepare(request)
     try:
-        async for number, data in _read_in_order(source, numbers):
+        async for number, data in in_order(numbers, _reader(source), READ_AHEAD):
             await writer.part(
                 [
                     ("Content-Type", part_type(source.plan)),
@@ -217,23 +217,8 @@ async def retrieve_frames(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _read_in_order(
-    source: FrameSource, numbers: Sequence[int]
-) -> AsyncIterator[tuple[int, bytes]]:
-    """Frames in the order asked, with up to ``READ_AHEAD`` reads under way."""
-    pending: list[tuple[int, asyncio.Task[bytes]]] = []
-    try:
-        for number in numbers:
-            pending.append((number, asyncio.ensure_future(source.readers[number]())))
-            if len(pending) > READ_AHEAD:
-                first, task = pending.pop(0)
-                yield first, await task
-        while pending:
-            first, task = pending.pop(0)
-            yield first, await task
-    finally:
-        for _, task in pending:
-            task.cancel()
+def _reader(source: FrameSource) -> Callable[[int], Awaitable[bytes]]:
+    return lambda number: source.readers[number]()
 
 
 # --- bulk data of study, series and instance resources ----------------------------------------
@@ -319,7 +304,7 @@ async def _instance_parts(
     source = await frame_source(request, instance, index, numbers, wanted)
 
     async def parts() -> AsyncIterator[Part]:
-        async for number, data in _read_in_order(source, numbers):
+        async for number, data in in_order(numbers, _reader(source), READ_AHEAD):
             yield f"frames/{number}", len(data), _one(data)
 
     return source.plan, parts()

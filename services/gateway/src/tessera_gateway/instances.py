@@ -1,9 +1,7 @@
 """What the WADO modules share: finding stored instances, their frame indexes, frame bytes,
 the ``Accept`` wishes of a request, and writing ``multipart/related`` responses.
 
-The frame index of an instance lives in its sidecar (the store's ``InstanceRecord``); it is
-cached here by (sidecar key, SHA-256), so the cache can never serve the index of bytes that
-were replaced: a re-stored instance has another digest in the query service's locate answer.
+Frame indexes come from ``tessera_common.frame_indexes`` (an LRU over the sidecars).
 """
 
 from __future__ import annotations
@@ -11,15 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from tessera_common.blobstore import BlobNotFoundError, BlobStore
+from tessera_common.blobstore import BlobStore
 from tessera_common.errors import ErrorCode, TesseraError
+from tessera_common.frame_indexes import FrameIndexes
 from tessera_common.messages import (
     FrameIndex,
     LocatedInstance,
@@ -35,8 +32,6 @@ from .negotiation import AcceptItem, parse_accept
 log = logging.getLogger(__name__)
 
 CODEC = web.AppKey("codec", Codec)
-#: Sidecars larger than this are parsed off the event loop.
-_INLINE_PARSE_BYTES = 256 * 1024
 #: Objects are streamed in ranged reads of this size, the next one read while one is sent:
 #: bounded memory (two pieces per response) and, on a local store, about ten times the
 #: throughput of obstore's chunked stream.
@@ -86,39 +81,6 @@ async def locate_instance(request: web.Request) -> LocatedInstance:
 
 def instance_path(instance: LocatedInstance) -> str:
     return f"studies/{instance.study_uid}/series/{instance.series_uid}/instances/{instance.sop_uid}"
-
-
-class FrameIndexes:
-    """An LRU cache of frame indexes read from sidecars."""
-
-    def __init__(self, blobs: BlobStore, capacity: int = 4096) -> None:
-        self._blobs = blobs
-        self._capacity = capacity
-        self._entries: OrderedDict[tuple[str, str], FrameIndex | None] = OrderedDict()
-
-    async def get(self, instance: LocatedInstance) -> FrameIndex | None:
-        """The instance's frame index; None when it has no pixel data or none could be made
-        (Deflated objects, PS3.5 §A.5, are indexed by the codec instead)."""
-        key = (instance.sidecar_key, instance.sha256)
-        if key in self._entries:
-            self._entries.move_to_end(key)
-            return self._entries[key]
-        try:
-            raw = await self._blobs.get(instance.sidecar_key)
-        except BlobNotFoundError as exc:
-            raise TesseraError(
-                ErrorCode.NOT_FOUND, f"instance {instance.sop_uid} is no longer stored"
-            ) from exc
-        if len(raw) > _INLINE_PARSE_BYTES:
-            record = await asyncio.to_thread(orjson.loads, raw)
-        else:
-            record = orjson.loads(raw)
-        frames = record.get("frames") if isinstance(record, dict) else None
-        index = FrameIndex.model_validate(frames) if frames else None
-        self._entries[key] = index
-        if len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
-        return index
 
 
 FRAME_INDEXES = web.AppKey("frame_indexes", FrameIndexes)

@@ -1,20 +1,22 @@
 """STOW-RS, the Studies Store transaction (PS3.18 §10.5).
 
-The request body is parsed as it arrives; each part is streamed into object storage under
-``incoming/`` (claim check) while its SHA-256 is computed, so neither a request nor an instance
-is ever held in memory. Once the whole body has arrived intact, every part is handed to the
-store service (bounded concurrency). A body that ends early or is malformed stores nothing: its
-uploads are deleted and the client gets a 400 with the reason (invariant 2).
+Request forms (PS3.18 §10.5.1.2, received by ``stow_parts.py``): ``multipart/related`` with
+``type="application/dicom"`` (PS3.10 files), with ``type="application/dicom+json"`` or
+``type="application/dicom+xml"`` (metadata parts plus bulk data parts named by
+Content-Location), and a single-part body. The response is the Store Instances Response Module
+(PS3.18 Annex I) in ``application/dicom+json`` or ``application/dicom+xml`` as the Accept
+header asks (406 otherwise).
+
+Once the whole body has arrived intact, every PS3.10 part is handed to the store service
+(``store.ingest``), and every metadata part with a manifest of the bulk data parts
+(``store.assemble``: the store builds a PS3.10 object per dataset and ingests it), a few at a
+time. Per-instance outcomes are values: one bad part never aborts the others.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -29,191 +31,95 @@ from tessera_common.errors import (
     stow_response_status,
 )
 from tessera_common.layout import incoming_key
-from tessera_common.messages import IngestRequest, InstanceOutcome, Subject
-
-from .context import BLOBS, BUS, SETTINGS, optional_path_uid, service_root
-from .limits import BodyLimits, bounded_chunks, check_content_length, too_many_parts
-from .multipart import (
-    MediaTypeError,
-    MultipartError,
-    MultipartParser,
-    PartData,
-    PartEnd,
-    PartStart,
-    TooManyPartsError,
-    parse_content_type,
+from tessera_common.messages import (
+    AssembleReply,
+    AssembleRequest,
+    BulkPart,
+    IngestRequest,
+    InstanceOutcome,
+    Message,
+    Subject,
 )
 
-READ_CHUNK = 256 * 1024
-UPLOAD_QUEUE_CHUNKS = 8
+from .context import BLOBS, BUS, SETTINGS, optional_path_uid, service_root
+from .dicom_xml import to_xml
+from .limits import BodyLimits, check_content_length
+from .negotiation import choose, parse_accept
+from .stow_parts import (
+    DICOM,
+    DICOM_JSON,
+    DICOM_XML,
+    ReceivedPart,
+    describe_part,
+    discard,
+    receive_parts,
+    request_boundary,
+    request_form,
+)
+
+__all__ = ["describe_part", "request_boundary", "request_form", "store_instances"]
+
 INGEST_CONCURRENCY = 8
 INGEST_ATTEMPTS = 3
-PART_MEDIA_TYPES = frozenset({"application/dicom"})
+RESPONSE_MEDIA_TYPES = (DICOM_JSON, DICOM_XML)
+ASSEMBLE_CONCURRENCY = 4
+#: Building instances takes longer than ingesting a file: this many request timeouts.
+ASSEMBLE_TIMEOUT_FACTOR = 5
 MAX_WARNING_HEADERS = 20
+ReplyT = TypeVar("ReplyT", bound=Message)
 
 
-class _PartRefusedError(Exception):
-    """A part the gateway will not upload; becomes that part's failure, not the request's."""
+def response_media_type(accept: str | None) -> str:
+    """``application/dicom+json`` or ``application/dicom+xml`` as the client prefers
+    (PS3.18 §10.5.3; JSON on a tie); 406 when it accepts neither."""
+    chosen = choose(parse_accept(accept), RESPONSE_MEDIA_TYPES)
+    if chosen is None:
+        raise TesseraError(
+            ErrorCode.NOT_ACCEPTABLE,
+            "the Store Instances response is available as application/dicom+json or "
+            "application/dicom+xml only (PS3.18 §10.5.3)",
+        )
+    return chosen
 
 
-@dataclass(slots=True)
-class ReceivedPart:
-    index: int
-    upload_key: str | None = None
-    size: int = 0
-    sha256: str = ""
-    refusal: str | None = None
+async def _request(
+    bus: Bus,
+    blobs: BlobStore,
+    subject: Subject,
+    message: Message,
+    reply_type: type[ReplyT],
+    keys: list[str],
+    timeout: float | None = None,
+) -> ReplyT:
+    """``bus.request``, retried while the store is unavailable or slow and the uploads named
+    by ``keys`` still exist (a store killed mid-batch comes back and finds them)."""
+    for attempt in range(1, INGEST_ATTEMPTS + 1):
+        try:
+            return await bus.request(subject, message, reply_type, timeout=timeout)
+        except TesseraError as exc:
+            retry = exc.code in {ErrorCode.TIMEOUT, ErrorCode.SERVICE_UNAVAILABLE}
+            if retry and attempt < INGEST_ATTEMPTS and all([await blobs.head(k) for k in keys]):
+                continue
+            raise
+    raise AssertionError("unreachable")
 
 
-class _PartUpload:
-    """Streams one part's bytes into object storage with backpressure."""
-
-    def __init__(self, blobs: BlobStore, key: str, max_bytes: int) -> None:
-        self.key = key
-        self._blobs = blobs
-        self._max = max_bytes
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(UPLOAD_QUEUE_CHUNKS)
-        self._hash = hashlib.sha256()
-        self.size = 0
-        self._task = asyncio.create_task(blobs.put_stream(key, self._chunks()))
-
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        while (chunk := await self._queue.get()) is not None:
-            yield chunk
-
-    async def write(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.size > self._max:
-            raise _PartRefusedError(f"part is larger than the {self._max} byte limit")
-        self._hash.update(data)
-        if not self._queue.full():
-            self._queue.put_nowait(data)
-            return
-        put = asyncio.ensure_future(self._queue.put(data))
-        await asyncio.wait({put, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if not put.done():
-            put.cancel()
-            await self._task  # raises the upload's error
-
-    async def finish(self) -> str:
-        await self._queue.put(None)
-        await self._task
-        return self._hash.hexdigest()
-
-    async def abort(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(BaseException):
-            await self._task
-        await self._blobs.delete(self.key)
+def _bus_failure(exc: TesseraError) -> InstanceOutcome:
+    retry = exc.code in {ErrorCode.TIMEOUT, ErrorCode.SERVICE_UNAVAILABLE}
+    reason = FailureReason.OUT_OF_RESOURCES if retry else FailureReason.PROCESSING_FAILURE
+    return InstanceOutcome(stored=False, failure_reason=reason, reason=exc.reason)
 
 
-async def receive_parts(
-    request: web.Request, blobs: BlobStore, boundary: str, limits: BodyLimits
-) -> list[ReceivedPart]:
-    """Parse the body and upload each acceptable part; returns one entry per part.
-
-    A part over ``max_part_bytes`` becomes that part's failure; a body over
-    ``max_request_bytes`` or ``max_parts``, or a stalled client, fails the whole request and
-    discards every upload.
-    """
-    parser = MultipartParser(
-        boundary, max_header_bytes=limits.max_part_header_bytes, max_parts=limits.max_parts
+def _refused(part: ReceivedPart) -> InstanceOutcome:
+    return InstanceOutcome(
+        stored=False,
+        failure_reason=FailureReason.CANNOT_UNDERSTAND,
+        reason=part.refusal or "part refused",
     )
-    max_part_bytes = limits.max_part_bytes
-    parts: list[ReceivedPart] = []
-    upload: _PartUpload | None = None
-
-    async def on_event(event: PartStart | PartData | PartEnd) -> None:
-        nonlocal upload
-        if isinstance(event, PartStart):
-            part = ReceivedPart(index=event.index)
-            parts.append(part)
-            part.refusal = _refuse_part_type(event.headers.get("content-type"))
-            if part.refusal is None:
-                upload = _PartUpload(blobs, incoming_key(), max_part_bytes)
-                part.upload_key = upload.key
-        elif isinstance(event, PartData):
-            if upload is not None:
-                try:
-                    await upload.write(event.data)
-                except _PartRefusedError as refused:
-                    await upload.abort()
-                    upload = None
-                    parts[-1].upload_key = None
-                    parts[-1].refusal = str(refused)
-        elif upload is not None:
-            part = parts[-1]
-            part.size = upload.size
-            part.sha256 = await upload.finish()
-            upload = None
-
-    try:
-        async for chunk in bounded_chunks(lambda: request.content.read(READ_CHUNK), limits):
-            for event in parser.feed(chunk):
-                await on_event(event)
-        for event in parser.close():
-            await on_event(event)
-    except BaseException as exc:
-        if upload is not None:
-            await upload.abort()
-        await discard(blobs, parts)
-        if isinstance(exc, TooManyPartsError):
-            raise too_many_parts(limits.max_parts) from exc
-        if isinstance(exc, MultipartError):
-            raise TesseraError(ErrorCode.BAD_MULTIPART, str(exc)) from exc
-        raise
-    return parts
-
-
-def _refuse_part_type(content_type: str | None) -> str | None:
-    if content_type is None:
-        return None  # PS3.18 §8.6.1.2: the type parameter of the request applies
-    try:
-        essence = parse_content_type(content_type).essence
-    except MediaTypeError:
-        return "part has an unreadable Content-Type"
-    if essence not in PART_MEDIA_TYPES:
-        return f"part media type {essence} is not accepted here; send application/dicom parts"
-    return None
-
-
-async def discard(blobs: BlobStore, parts: list[ReceivedPart]) -> None:
-    for part in parts:
-        if part.upload_key:
-            await blobs.delete(part.upload_key)
-
-
-def request_boundary(content_type: str | None) -> str:
-    """Check the request media type (PS3.18 §10.5.1.1) and return the multipart boundary."""
-    if not content_type:
-        raise TesseraError(
-            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-            'missing Content-Type; send multipart/related; type="application/dicom"',
-        )
-    try:
-        media = parse_content_type(content_type)
-    except MediaTypeError as exc:
-        raise TesseraError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, str(exc)) from exc
-    if media.essence != "multipart/related":
-        raise TesseraError(
-            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-            f'{media.essence} is not supported; send multipart/related; type="application/dicom"',
-        )
-    part_type = media.params.get("type", "application/dicom").lower()
-    if part_type not in PART_MEDIA_TYPES:
-        raise TesseraError(
-            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-            f"multipart/related with type={part_type} is not supported yet; "
-            'send type="application/dicom" (PS3.10 files)',
-        )
-    boundary = media.params.get("boundary")
-    if not boundary:
-        raise TesseraError(ErrorCode.BAD_MULTIPART, "multipart Content-Type has no boundary")
-    return boundary
 
 
 class Ingest:
-    """Hands received parts to the store service, a few at a time."""
+    """Hands received PS3.10 parts to the store service, a few at a time."""
 
     def __init__(self, bus: Bus, blobs: BlobStore, study_uid: str | None) -> None:
         self._bus = bus
@@ -226,11 +132,7 @@ class Ingest:
 
     async def _one(self, part: ReceivedPart) -> InstanceOutcome:
         if part.upload_key is None:
-            return InstanceOutcome(
-                stored=False,
-                failure_reason=FailureReason.CANNOT_UNDERSTAND,
-                reason=part.refusal or "part refused",
-            )
+            return _refused(part)
         message = IngestRequest(
             upload_key=part.upload_key,
             size=part.size,
@@ -238,25 +140,100 @@ class Ingest:
             expected_study_uid=self._study_uid,
         )
         async with self._limit:
-            for attempt in range(1, INGEST_ATTEMPTS + 1):
-                try:
-                    return await self._bus.request(Subject.STORE_INGEST, message, InstanceOutcome)
-                except TesseraError as exc:
-                    retry = exc.code in {ErrorCode.TIMEOUT, ErrorCode.SERVICE_UNAVAILABLE}
-                    if (
-                        retry
-                        and attempt < INGEST_ATTEMPTS
-                        and await self._blobs.head(part.upload_key)
-                    ):
-                        continue
-                    await self._blobs.delete(part.upload_key)
-                    reason = (
-                        FailureReason.OUT_OF_RESOURCES
-                        if retry
-                        else FailureReason.PROCESSING_FAILURE
+            try:
+                return await _request(
+                    self._bus,
+                    self._blobs,
+                    Subject.STORE_INGEST,
+                    message,
+                    InstanceOutcome,
+                    [part.upload_key],
+                )
+            except TesseraError as exc:
+                await self._blobs.delete(part.upload_key)
+                return _bus_failure(exc)
+
+
+class Assembly:
+    """Hands the metadata parts of a metadata + bulk data request to the store service
+    (``store.assemble``, PS3.18 §10.5.1.2) with a manifest of the bulk data parts, and reports
+    bulk data parts that no BulkDataURI referenced. The parts are the gateway's own uploads:
+    the caller deletes them all once the store has answered."""
+
+    def __init__(
+        self, bus: Bus, blobs: BlobStore, study_uid: str | None, part_type: str, timeout: float
+    ) -> None:
+        self._bus = bus
+        self._blobs = blobs
+        self._study_uid = study_uid
+        self._part_type = part_type
+        self._timeout = timeout
+        self._limit = asyncio.Semaphore(ASSEMBLE_CONCURRENCY)
+        self._failures: dict[int, InstanceOutcome] = {}
+        self.manifest_key: str | None = None
+
+    async def run(self, parts: list[ReceivedPart]) -> list[InstanceOutcome]:
+        bulk = [p for p in parts if p.role == "bulk" and p.upload_key]
+        if bulk:
+            manifest = [
+                BulkPart(
+                    key=p.upload_key or "",
+                    content_location=p.content_location,
+                    media_type=p.media_type,
+                    transfer_syntax=p.transfer_syntax,
+                    size=p.size,
+                ).model_dump()
+                for p in bulk
+            ]
+            self.manifest_key = incoming_key()
+            await self._blobs.put(self.manifest_key, orjson.dumps(manifest))
+        metadata = [p for p in parts if p.role == "metadata" and p.upload_key]
+        replies = await asyncio.gather(*(self._one(part) for part in metadata))
+        by_part = {part.index: reply for part, reply in zip(metadata, replies, strict=True)}
+        used = {i for reply in replies if reply for i in reply.referenced}
+        referenced = {part.index for i, part in enumerate(bulk) if i in used}
+        complete = all(reply is not None for reply in replies)
+        outcomes: list[InstanceOutcome] = []
+        for part in parts:
+            if part.upload_key is None:
+                outcomes.append(_refused(part))
+            elif part.role == "metadata":
+                reply = by_part[part.index]
+                outcomes.extend(reply.outcomes if reply else [self._failures[part.index]])
+            elif part.role == "bulk" and complete and part.index not in referenced:
+                outcomes.append(
+                    InstanceOutcome(
+                        stored=False,
+                        failure_reason=FailureReason.CANNOT_UNDERSTAND,
+                        reason=f"bulk data part (Content-Location {part.content_location[:120]})"
+                        " is referenced by no BulkDataURI of the metadata",
                     )
-                    return InstanceOutcome(stored=False, failure_reason=reason, reason=exc.reason)
-        raise AssertionError("unreachable")
+                )
+        return outcomes
+
+    async def _one(self, part: ReceivedPart) -> AssembleReply | None:
+        message = AssembleRequest(
+            metadata_key=part.upload_key or "",
+            metadata_size=part.size,
+            metadata_type=DICOM_XML if self._part_type == DICOM_XML else DICOM_JSON,
+            manifest_key=self.manifest_key,
+            expected_study_uid=self._study_uid,
+        )
+        keys = [k for k in (part.upload_key, self.manifest_key) if k]
+        async with self._limit:
+            try:
+                return await _request(
+                    self._bus,
+                    self._blobs,
+                    Subject.STORE_ASSEMBLE,
+                    message,
+                    AssembleReply,
+                    keys,
+                    timeout=self._timeout,
+                )
+            except TesseraError as exc:
+                self._failures[part.index] = _bus_failure(exc)
+                return None
 
 
 def response_body(root: str, outcomes: list[InstanceOutcome]) -> dict[str, Any]:
@@ -281,6 +258,8 @@ def response_body(root: str, outcomes: list[InstanceOutcome]) -> dict[str, Any]:
             )
             if o.warning_reason is not None:
                 item["00081196"] = element("US", o.warning_reason)
+            if o.original_attributes:
+                item["04000561"] = element("SQ", *o.original_attributes)
             items.append(item)
         body["00081199"] = element("SQ", *items)
     return body
@@ -302,30 +281,46 @@ async def store_instances(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     blobs = request.app[BLOBS]
     study_uid = optional_path_uid(request, "study")
-    boundary = request_boundary(request.headers.get("Content-Type"))
+    form = request_form(request.headers.get("Content-Type"))
+    media_type = response_media_type(request.headers.get("Accept"))
     limits = BodyLimits.from_settings(settings)
     check_content_length(request.content_length, limits.max_request_bytes)
     if request.content_length == 0 or not request.body_exists:
         raise TesseraError(ErrorCode.EMPTY_REQUEST, "the request body is empty")
-    parts = await receive_parts(request, blobs, boundary, limits)
-    if not parts:
-        raise TesseraError(ErrorCode.EMPTY_REQUEST, "the multipart body contains no parts")
-    try:
-        outcomes = await Ingest(request.app[BUS], blobs, study_uid).run(parts)
-    except BaseException:
+    parts = await receive_parts(request, blobs, form, limits)
+    if not parts or (form.boundary is None and parts[0].size == 0):
         await discard(blobs, parts)
-        raise
+        raise TesseraError(ErrorCode.EMPTY_REQUEST, "the request body contains no parts")
+    if form.part_type == DICOM:
+        try:
+            outcomes = await Ingest(request.app[BUS], blobs, study_uid).run(parts)
+        except BaseException:
+            await discard(blobs, parts)
+            raise
+    else:
+        timeout = settings.request_timeout * ASSEMBLE_TIMEOUT_FACTOR
+        assembly = Assembly(request.app[BUS], blobs, study_uid, form.part_type, timeout)
+        try:
+            outcomes = await assembly.run(parts)
+        finally:
+            await discard(blobs, parts)
+            if assembly.manifest_key:
+                await blobs.delete(assembly.manifest_key)
     stored = sum(o.stored for o in outcomes)
     warned = sum(o.stored and o.warning_reason is not None for o in outcomes)
     status = stow_response_status(stored, len(outcomes) - stored, warned)
+    body = response_body(service_root(request), outcomes)
     response = web.Response(
         status=status,
-        body=orjson.dumps(response_body(service_root(request), outcomes)),
-        content_type="application/dicom+json",
+        body=to_xml(body) if media_type == DICOM_XML else orjson.dumps(body),
+        content_type=media_type,
     )
     noted = [(i, o) for i, o in enumerate(outcomes) if o.reason]
     for index, outcome in noted[:MAX_WARNING_HEADERS]:
         kind = "stored with warning" if outcome.stored else "failed"
-        text = f"part {index + 1} {kind}: {outcome.reason}".replace('"', "'")
+        noun = "part" if form.part_type == DICOM else "result"
+        text = f"{noun} {index + 1} {kind}: {outcome.reason}".replace('"', "'")
+        text = "".join(c if c.isprintable() else "?" for c in text)
+        text = text.encode("ascii", "backslashreplace").decode("ascii")
         response.headers.add("Warning", f'299 tessera "{text}"')
     return response

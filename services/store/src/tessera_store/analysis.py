@@ -27,7 +27,7 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
 from tessera_common.errors import FailureReason, WarningReason
-from tessera_common.messages import FrameIndex
+from tessera_common.messages import FrameIndex, InstanceOutcome
 from tessera_common.uid import is_valid_uid
 
 from .frames import (
@@ -83,6 +83,18 @@ class InstanceRejectedError(Exception):
 
     def __repr__(self) -> str:
         return f"InstanceRejectedError({self.failure_reason.name}, {self.reason!r})"
+
+    def outcome(self) -> InstanceOutcome:
+        """The Store Instances Response item of this refusal."""
+        return InstanceOutcome(
+            stored=False,
+            sop_class_uid=self.sop_class_uid,
+            sop_instance_uid=self.sop_uid,
+            study_uid=self.study_uid,
+            series_uid=self.series_uid,
+            failure_reason=int(self.failure_reason),
+            reason=self.reason,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,15 +131,7 @@ class Ingestor:
                 rejected.reason,
                 rejected.failure_reason,
             )
-            return InstanceOutcome(
-                stored=False,
-                sop_class_uid=rejected.sop_class_uid,
-                sop_instance_uid=rejected.sop_uid,
-                study_uid=rejected.study_uid,
-                series_uid=rejected.series_uid,
-                failure_reason=int(rejected.failure_reason),
-                reason=rejected.reason,
-            )
+            return rejected.outcome()
         except BlobNotFoundError as exc:
             raise TesseraError(
                 ErrorCode.BAD_REQUEST, f"upload {request.upload_key} does not exist"

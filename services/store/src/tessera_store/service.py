@@ -10,7 +10,14 @@ import pydicom.config
 
 from tessera_common.blobstore import open_blob_store
 from tessera_common.bus import Bus
-from tessera_common.messages import DeleteRequest, IngestRequest, Ping, Pong, Subject
+from tessera_common.messages import (
+    AssembleRequest,
+    DeleteRequest,
+    IngestRequest,
+    Ping,
+    Pong,
+    Subject,
+)
 from tessera_common.metrics import serving_metrics
 from tessera_common.settings import Settings
 from tessera_common.telemetry import setup_tracing
@@ -18,6 +25,7 @@ from tessera_common.traced import TracedBlobStore
 
 from .delete import Deleter
 from .ingest import Ingestor, InstanceLocks
+from .metadata_ingest import Assembler
 from .orphans import collecting_orphans
 
 log = logging.getLogger(__name__)
@@ -53,6 +61,8 @@ async def run(settings: Settings) -> None:
 
         await bus.serve(Subject.STORE_INGEST, IngestRequest, ingestor.ingest, queue=QUEUE)
         await bus.serve(Subject.STORE_DELETE, DeleteRequest, deleter.delete, queue=QUEUE)
+        assembler = Assembler(blobs, ingestor)
+        await bus.serve(Subject.STORE_ASSEMBLE, AssembleRequest, assembler.assemble, queue=QUEUE)
         await bus.serve(Subject.STORE_PING, Ping, ping, queue=QUEUE)
         log.info("store service ready")
 

@@ -1,0 +1,1 @@
+"""Tessera render service: /rendered and /thumbnail (PS3.18 §10.4)."""
