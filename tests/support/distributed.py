@@ -20,6 +20,13 @@ bus ping.
 Optional services the CLI does not have yet are listed in ``DistributedTessera.absent`` (and
 warned about by the test), never skipped silently.
 
+Faults, for the fault-injection suite (``tests/e2e/test_faults.py``): ``kill`` SIGKILLs a
+service's process group and ``restart`` starts it again exactly as before (same data
+directory, ports and environment), as a supervisor or Kubernetes would; ``restart_nats``
+SIGKILLs the bus and starts it on the same port and JetStream directory; ``pause_s3`` /
+``resume_s3`` (or ``s3_paused``) SIGSTOP / SIGCONT SeaweedFS, so object storage stops
+answering without refusing connections.
+
 Teardown, however the block ends: SIGTERM to every service (gateway first), SIGKILL after a
 grace period, then SIGKILL to whatever the services left in their process groups (codec and
 render worker pools), then NATS and SeaweedFS. Should the test process itself be killed
@@ -176,6 +183,10 @@ class DistributedTessera:
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     absent: list[str] = field(default_factory=list)
     startup_seconds: float = 0.0
+    traces_endpoint: str | None = None
+    environ: dict[str, str] = field(default_factory=dict)
+    """Extra ``TESSERA_*`` settings every service gets (``running_distributed(env=...)``)."""
+    watchdog: subprocess.Popen[bytes] | None = None
 
     @property
     def root(self) -> str:
@@ -222,6 +233,67 @@ class DistributedTessera:
             for s in self.services.values()
         )
 
+    # --- faults -----------------------------------------------------------------------------
+
+    def kill(self, name: str) -> None:
+        """``kill -9`` service ``name`` and its process group (worker pools included)."""
+        service = self.services[name]
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(service.pid, signal.SIGKILL)
+        service.process.wait()
+
+    def restart(self, name: str, *, wait: bool = True) -> ServiceProcess:
+        """Start service ``name`` again as it was first started (killing it first if alive):
+        same data directory, metrics port and environment; its log is appended to."""
+        old = self.services[name]
+        if old.alive():
+            self.kill(name)
+        service = _start_service(
+            old.spec, self, self.traces_endpoint, metrics_port=old.metrics_port
+        )
+        self.services[name] = service
+        self._replace_watchdog()
+        if wait:
+            wait_ready(self, names=[name])
+        return service
+
+    def restart_nats(self) -> None:
+        """``kill -9`` the nats-server and start it on the same port and JetStream directory."""
+        with contextlib.suppress(ProcessLookupError):
+            self.nats.process.kill()
+        self.nats.process.wait()
+        port = int(self.nats.url.rsplit(":", 1)[1])
+        self.nats = start_nats(self.directory / "nats", port=port)
+
+    def pause_s3(self) -> None:
+        """SIGSTOP SeaweedFS: connections are accepted by the kernel, nothing answers."""
+        pid = self.s3.pid
+        if pid is None:
+            raise RuntimeError("SeaweedFS is not running")
+        os.kill(pid, signal.SIGSTOP)
+
+    def resume_s3(self) -> None:
+        pid = self.s3.pid
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
+
+    @contextlib.contextmanager
+    def s3_paused(self) -> Iterator[None]:
+        """Object storage unavailable for the block, resumed however the block ends."""
+        self.pause_s3()
+        try:
+            yield
+        finally:
+            self.resume_s3()
+
+    def _replace_watchdog(self) -> None:
+        """A watchdog for the services' current process groups (a restart makes a new one)."""
+        old = self.watchdog
+        self.watchdog = start_watchdog([s.pid for s in self.services.values()])
+        if old is not None:
+            old.terminate()
+            old.wait()
+
 
 def service_environ(
     spec: ServiceSpec,
@@ -258,6 +330,7 @@ def service_environ(
         env["TESSERA_PUBLIC_URL"] = tier.root
     if metrics_port is not None:
         env["TESSERA_METRICS_PORT"] = str(metrics_port)
+    env.update(tier.environ)
     if traces_endpoint is None:
         env["OTEL_TRACES_EXPORTER"] = "none"
     else:
@@ -267,12 +340,19 @@ def service_environ(
 
 
 def _start_service(
-    spec: ServiceSpec, tier: DistributedTessera, traces_endpoint: str | None
+    spec: ServiceSpec,
+    tier: DistributedTessera,
+    traces_endpoint: str | None,
+    *,
+    metrics_port: int | None = None,
 ) -> ServiceProcess:
     data_dir = tier.directory / "services" / spec.name
-    data_dir.mkdir(parents=True)
+    data_dir.mkdir(parents=True, exist_ok=True)  # a restart finds its data again
     log_path = tier.directory / "logs" / f"{spec.name}.log"
-    metrics_port = free_ports(1)[0] if spec.metrics else None
+    if spec.metrics and metrics_port is None:
+        metrics_port = free_ports(1)[0]
+    elif not spec.metrics:
+        metrics_port = None
     env = service_environ(
         spec,
         tier=tier,
@@ -280,7 +360,7 @@ def _start_service(
         metrics_port=metrics_port,
         traces_endpoint=traces_endpoint,
     )
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "tessera", spec.command],
             cwd=data_dir,
@@ -301,14 +381,19 @@ def _ready(url: str) -> bool:
         return False
 
 
-def start_nats(directory: Path, timeout: float = READY_TIMEOUT) -> BlockingNatsServer:
-    """A nats-server with JetStream under ``directory`` that dies with the test process."""
-    (directory / "jetstream").mkdir(parents=True)
-    port = free_ports(1)[0]
+def start_nats(
+    directory: Path, timeout: float = READY_TIMEOUT, *, port: int | None = None
+) -> BlockingNatsServer:
+    """A nats-server with JetStream under ``directory`` that dies with the test process.
+
+    ``port``: the port of a server being restarted (its JetStream directory is reused).
+    """
+    (directory / "jetstream").mkdir(parents=True, exist_ok=True)
+    port = port or free_ports(1)[0]
     config = directory / "nats-server.conf"
     config.write_text(render_config(host="127.0.0.1", port=port, store_dir=directory / "jetstream"))
     log_path = directory / "nats-server.log"
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [str(nats_server_binary()), "--config", str(config)],
             stdin=subprocess.DEVNULL,
@@ -357,9 +442,14 @@ async def _codec_ready(nats_url: str) -> bool:
         await client.close()
 
 
-def wait_ready(tier: DistributedTessera, timeout: float = READY_TIMEOUT) -> None:
-    """Return once every service answers its readiness check; raise with the logs otherwise."""
-    pending = dict(tier.services)
+def wait_ready(
+    tier: DistributedTessera, timeout: float = READY_TIMEOUT, *, names: list[str] | None = None
+) -> None:
+    """Return once every service (or those ``names``) answers its readiness check; raise with
+    the logs otherwise."""
+    pending = {
+        name: service for name, service in tier.services.items() if names is None or name in names
+    }
     deadline = time.monotonic() + timeout
     while pending:
         for name, service in list(pending.items()):
@@ -446,11 +536,13 @@ def running_distributed(
     stores: int = STORE_REPLICAS,
     renders: int = RENDER_REPLICAS,
     traces_endpoint: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[DistributedTessera]:
     """The whole tier, ready; stopped (with nothing left running) however the block ends.
 
     ``traces_endpoint``: an OTLP/HTTP traces URL every service exports to (see
-    ``tests.support.otlp``); without it nothing is exported.
+    ``tests.support.otlp``); without it nothing is exported. ``env``: extra ``TESSERA_*``
+    settings for every service (e.g. a shorter ``TESSERA_REQUEST_TIMEOUT``).
     """
     started = time.monotonic()
     directory = directory.resolve()
@@ -459,7 +551,6 @@ def running_distributed(
     s3 = SeaweedServer(directory / "s3")
     nats_server = start_nats(directory / "nats")
     tier: DistributedTessera | None = None
-    watchdog: subprocess.Popen[bytes] | None = None
     try:
         s3.start()
         tier = DistributedTessera(
@@ -468,18 +559,22 @@ def running_distributed(
             s3=s3,
             gateway_port=free_ports(1)[0],
             absent=absent,
+            traces_endpoint=traces_endpoint,
+            environ=dict(env or {}),
         )
         for spec in specs:
             tier.services[spec.name] = _start_service(spec, tier, traces_endpoint)
-        watchdog = start_watchdog([s.pid for s in tier.services.values()])
+        tier.watchdog = start_watchdog([s.pid for s in tier.services.values()])
         wait_ready(tier)
         tier.startup_seconds = time.monotonic() - started
         yield tier
     finally:
         if tier is not None:
+            tier.resume_s3()  # a paused SeaweedFS ignores SIGTERM
             _stop_services(tier)
+            tier.nats.stop()  # the server restarted last
         nats_server.stop()
         s3.stop()
-        if watchdog is not None:
-            watchdog.terminate()
-            watchdog.wait()
+        if tier is not None and tier.watchdog is not None:
+            tier.watchdog.terminate()
+            tier.watchdog.wait()
