@@ -316,5 +316,28 @@ def ingest(
         )
 
 
+@app.command("render-workers")
+def render_workers(
+    workers: Annotated[
+        list[int] | None, typer.Option(help="render process counts to compare (repeatable)")
+    ] = None,
+    count: Annotated[int, typer.Option(help="renders per worker count")] = 800,
+    concurrency: Annotated[int, typer.Option(help="requests in flight")] = 8,
+) -> None:
+    """Rendered 512x512 CT JPEGs per second with 1, 2, … render processes (each a cold
+    render), over the render queue group directly and over HTTP."""
+    from bench.render_workers import measure
+
+    counts = workers or [1, 2]
+    table = Table(title=f"Render workers: {count} renders each, {concurrency} in flight")
+    for column in ("render processes", "render.frame/s (NATS)", "/rendered/s (HTTP)"):
+        table.add_column(column, justify="right")
+    for result in measure(counts, count=count, concurrency=concurrency):
+        table.add_row(
+            str(result.workers), f"{result.bus_per_second:.0f}", f"{result.http_per_second:.0f}"
+        )
+    console.print(table)
+
+
 if __name__ == "__main__":
     app()

@@ -7,11 +7,12 @@ errors and Ctrl-C.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -80,9 +81,14 @@ def serve_command(port: int, data_dir: Path) -> list[str]:
 
 @contextmanager
 def embedded_tessera(
-    data_dir: Path, port: int | None = None, *, log: Path | None = None
+    data_dir: Path,
+    port: int | None = None,
+    *,
+    log: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[str, int]]:
-    """Start ``tessera serve``; yields (DICOMweb root, supervisor pid)."""
+    """Start ``tessera serve`` (with ``env`` added to the environment); yields (DICOMweb root,
+    supervisor pid)."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log = log or data_dir / "serve.log"
@@ -91,6 +97,7 @@ def embedded_tessera(
             serve_command(port, data_dir),
             stdout=output,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
         try:
             wait_ready(f"http://127.0.0.1:{port}", process, log)

@@ -224,6 +224,18 @@ class Settings(BaseSettings):
         default=1024**3, gt=0, description="size at which the TESSERA_AUDIT stream drops its oldest"
     )
 
+    # --- the OHIF viewer at /viewer (docs/OHIF.md) --------------------------------------------
+    viewer_dir: Path | None = Field(
+        default=None,
+        description="OHIF's built viewer (the dist/ of @ohif/app; scripts/install-viewer.sh "
+        "prints its path), served at /viewer; unset: no viewer",
+    )
+    viewer_app_config: Path | None = Field(
+        default=None,
+        description="a file served as the viewer's app-config.js instead of the one Tessera "
+        "generates (e.g. with an oidc section when authentication is on)",
+    )
+
     # --- change feed webhooks (docs/EVENTS.md) -----------------------------------------------
     webhook_urls: CommaList = Field(
         default=[],

@@ -62,6 +62,9 @@ OPENAPI_ROUTE = "/openapi.json"
 holds no data). So is ``GET``/``HEAD`` of the base path, the Retrieve Capabilities transaction
 (PS3.18 §8.9), whose ``OPTIONS`` form is public anyway."""
 READ_METHODS = frozenset({"GET", "HEAD"})
+VIEWER_ROUTE = "/viewer"
+"""The OHIF viewer's files (``viewer.py``): public to read — a static build and a config naming
+the DICOMweb root, no data; the viewer's DICOMweb requests need their scopes as usual."""
 
 DICOMWEB_SCOPES: tuple[tuple[frozenset[str], str | None, Scope], ...] = (
     # (methods, route template below the base path or None for any, scope); first match wins.
@@ -92,7 +95,11 @@ def required_access(
     base = base_path.rstrip("/")
     if method in READ_METHODS and route in (base, base + "/"):
         return PUBLIC
-    if not route.startswith(base + "/"):
+    inside_base = route.startswith(base + "/")
+    viewer = route == VIEWER_ROUTE or route.startswith(VIEWER_ROUTE + "/")
+    if method in READ_METHODS and viewer and not inside_base:
+        return PUBLIC
+    if not inside_base:
         return Access(scope=Scope.ADMIN)
     relative = route[len(base) :]
     if relative == "/admin" or relative.startswith("/admin/"):

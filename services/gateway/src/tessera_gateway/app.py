@@ -21,6 +21,7 @@ from . import (
     qido,
     rendered,
     stow,
+    viewer,
     wado_rs,
     wado_uri,
 )
@@ -54,6 +55,7 @@ def build_app(settings: Settings) -> web.Application:
     add_metrics_route(app.router)
     add_dicomweb_routes(app.router, settings.base_path.rstrip("/"))
     setup_changefeed(app, settings.base_path.rstrip("/"))
+    viewer.setup_viewer(app, settings)  # /viewer: OHIF, when TESSERA_VIEWER_DIR is set
     add_capability_routes(app.router, settings.base_path)  # after every other route
     cors.setup_cors(app, settings)
     return app
