@@ -132,7 +132,7 @@ def serve(
         typer.Option(
             "--render-workers",
             help="Render processes to start (rendered and thumbnail images); default: one per "
-            "two CPUs, env `TESSERA_RENDER_WORKERS`.",
+            "CPU up to 4, env `TESSERA_RENDER_WORKERS`.",
             show_default=False,
             min=1,
             max=32,
@@ -238,7 +238,7 @@ def render() -> None:
 
     * `TESSERA_NATS_URL`: the NATS server, e.g. `nats://nats:4222`
     * `TESSERA_BLOB_BACKEND` and `TESSERA_S3_*` or `TESSERA_BLOB_ROOT`: object storage
-    * `TESSERA_RENDER_THREADS`: threads rendering at once in this process (default 2)
+    * `TESSERA_RENDER_THREADS`: threads rendering at once in this process (default 1)
 
     Run several copies to share the work (they form one NATS queue group). Stops cleanly on
     SIGTERM or Ctrl-C.

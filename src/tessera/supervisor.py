@@ -48,10 +48,10 @@ REPLICATED = frozenset({"render"})
 
 
 def render_worker_count(settings: Settings) -> int:
-    """``TESSERA_RENDER_WORKERS``, or one per two CPUs (1 to 4) when it is 0."""
+    """``TESSERA_RENDER_WORKERS``, or one per CPU (1 to 4) when it is 0."""
     if settings.render_workers > 0:
         return settings.render_workers
-    return max(1, min(4, (os.cpu_count() or 1) // 2))
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def process_names(services: Sequence[str], settings: Settings) -> list[tuple[str, str]]:

@@ -11,7 +11,7 @@ import pytest
 from opentelemetry import trace
 
 from tessera.natsd import NatsServer
-from tessera_common.bus import ERROR_CODE_HEADER, Bus
+from tessera_common.bus import ERROR_CODE_HEADER, Bus, WithPayload
 from tessera_common.errors import ErrorCode, TesseraError
 from tessera_common.messages import EVENTS_STREAM, Ping, Pong
 from tessera_common.telemetry import setup_tracing, tracer
@@ -44,6 +44,20 @@ async def test_request_reply_in_a_queue_group(bus: Bus) -> None:
     replies = [await bus.request("tessera.v1.test.ping", Ping(), Pong) for _ in range(20)]
     assert len(served) == 20, "each request is served once by the queue group"
     assert {r.service for r in replies} == set(served)
+
+
+async def test_replies_may_carry_raw_bytes(bus: Bus) -> None:
+    """``WithPayload``: the message in a header, the bytes as they are (no base64)."""
+    image = bytes(range(256)) * 1000
+
+    async def handle(_: Ping) -> WithPayload:
+        return WithPayload(Pong(service="render", ready=True), image)
+
+    await bus.serve("tessera.v1.test.bytes", Ping, handle, queue="test")
+    reply, payload = await bus.request_with_payload("tessera.v1.test.bytes", Ping(), Pong)
+    assert reply == Pong(service="render", ready=True)
+    assert payload == image
+    assert await bus.request("tessera.v1.test.bytes", Ping(), Pong) == reply
 
 
 async def test_errors_travel_as_headers(bus: Bus) -> None:

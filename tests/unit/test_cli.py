@@ -390,10 +390,10 @@ def test_serve_starts_the_render_workers_asked_for(
     assert process_names(("query", "render", "gateway"), settings) == expected
 
 
-def test_render_workers_default_to_one_per_two_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_render_workers_default_to_one_per_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     from tessera.supervisor import render_worker_count
 
-    for cpus, expected in ((1, 1), (2, 1), (4, 2), (64, 4)):
+    for cpus, expected in ((1, 1), (2, 2), (4, 4), (64, 4)):
         monkeypatch.setattr(os, "cpu_count", lambda cpus=cpus: cpus)
         assert render_worker_count(Settings()) == expected
     assert render_worker_count(Settings(render_workers=7)) == 7

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import nats
@@ -39,11 +40,25 @@ from .telemetry import extract_context, inject_headers, tracer
 
 ERROR_CODE_HEADER = "Tessera-Error-Code"
 ERROR_REASON_HEADER = "Tessera-Error-Reason"
+#: A reply that carries bytes (``WithPayload``) sends its message in this header instead.
+MESSAGE_HEADER = "Tessera-Message"
 NO_RESPONDER_RETRY_SECONDS = 5.0
 
 ReqT = TypeVar("ReqT", bound=Message)
 RepT = TypeVar("RepT", bound=Message)
-Handler = Callable[[ReqT], Awaitable[Message]]
+
+
+@dataclass(frozen=True, slots=True)
+class WithPayload:
+    """A reply and raw bytes sent as the NATS payload (the message travels in a header):
+    small binary results such as rendered images, without base64 and JSON around them. The
+    caller keeps the whole reply far below the NATS payload limit (invariant 6)."""
+
+    message: Message
+    payload: bytes
+
+
+Handler = Callable[[ReqT], Awaitable[Message | WithPayload]]
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +167,19 @@ class Bus:
         ``SERVICE_UNAVAILABLE`` when nobody serves the subject and ``TIMEOUT`` when no reply
         comes in time.
         """
+        reply, _ = await self.request_with_payload(subject, message, reply_type, timeout=timeout)
+        return reply
+
+    async def request_with_payload(
+        self,
+        subject: str,
+        message: Message,
+        reply_type: type[RepT],
+        *,
+        timeout: float | None = None,
+    ) -> tuple[RepT, bytes]:
+        """``request``, for handlers that may answer ``WithPayload``: the reply and its bytes
+        (empty when the handler sent a plain message)."""
         payload = message.model_dump_json().encode()
         timeout = timeout or self._timeout
         started = time.perf_counter()
@@ -197,7 +225,7 @@ class Bus:
                 BUS_REQUEST_SECONDS.labels(subject, outcome).observe(time.perf_counter() - started)
 
     @staticmethod
-    def _parse_reply(reply: Msg, reply_type: type[RepT]) -> RepT:
+    def _parse_reply(reply: Msg, reply_type: type[RepT]) -> tuple[RepT, bytes]:
         headers = reply.headers or {}
         code = headers.get(ERROR_CODE_HEADER)
         if code is not None:
@@ -206,7 +234,10 @@ class Bus:
             except ValueError:
                 error_code = ErrorCode.INTERNAL
             raise TesseraError(error_code, headers.get(ERROR_REASON_HEADER, "remote error"))
-        return reply_type.model_validate_json(reply.data)
+        attached = headers.get(MESSAGE_HEADER)
+        if attached is not None:
+            return reply_type.model_validate_json(attached), reply.data
+        return reply_type.model_validate_json(reply.data), b""
 
     async def serve(
         self,
@@ -270,7 +301,14 @@ class Bus:
                         msg, ErrorCode.INTERNAL, f"{type(exc).__name__} while serving request"
                     )
                     return
-                if msg.reply:
+                if not msg.reply:
+                    return
+                if isinstance(reply, WithPayload):
+                    header = reply.message.model_dump_json()
+                    await self._nc.publish(
+                        msg.reply, reply.payload, headers={MESSAGE_HEADER: header}
+                    )
+                else:
                     await self._nc.publish(msg.reply, reply.model_dump_json().encode())
         except BaseException as exc:
             outcome = _outcome(exc)

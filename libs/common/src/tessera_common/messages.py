@@ -18,10 +18,12 @@ from .rendering import RenderParams
 
 class Subject(StrEnum):
     STORE_INGEST = "tessera.v1.store.ingest"
+    STORE_INGEST_BATCH = "tessera.v1.store.ingest_batch"
     STORE_PING = "tessera.v1.store.ping"
     STORE_DELETE = "tessera.v1.store.delete"
     STORE_ASSEMBLE = "tessera.v1.store.assemble"
     QUERY_INDEX = "tessera.v1.query.index"
+    QUERY_INDEX_BATCH = "tessera.v1.query.index_batch"
     QUERY_SEARCH = "tessera.v1.query.search"
     QUERY_LOCATE = "tessera.v1.query.locate"
     QUERY_METADATA = "tessera.v1.query.metadata"
@@ -61,6 +63,26 @@ class IngestRequest(Message):
     size: int
     sha256: str
     expected_study_uid: str | None = None
+
+
+#: Parts in one ``store.ingest_batch`` request. A claim check is ~250 bytes and an outcome at
+#: most ~2 KiB, so request and reply stay far below ``PAGE_BYTES`` (invariant 6).
+MAX_INGEST_BATCH = 64
+
+
+class IngestBatchRequest(Message):
+    """Claim checks for several parts of one STOW request, ingested together: the store
+    analyses them concurrently, publishes their events concurrently and indexes them with one
+    ``query.index_batch`` request, and answers once every one is durable and indexed (or
+    failed). A SOP Instance UID may appear more than once (one after the other, in order)."""
+
+    parts: list[IngestRequest] = Field(min_length=1, max_length=MAX_INGEST_BATCH)
+
+
+class IngestBatchReply(Message):
+    """One outcome per part of the request, in its order: one bad part never fails another."""
+
+    outcomes: list[InstanceOutcome]
 
 
 class BulkPart(Message):
@@ -175,6 +197,24 @@ class IndexReply(Message):
     replaced: bool = False
     previous_object_key: str | None = None
     previous_sidecar_key: str | None = None
+
+
+#: Records in one ``query.index_batch`` request; its sender also keeps the serialized request
+#: below ``PAGE_BYTES`` (records larger than ``INLINE_RECORD_BYTES`` travel by reference).
+MAX_INDEX_BATCH = 64
+
+
+class IndexBatchRequest(Message):
+    """Index several instances in one transaction (same semantics as one ``IndexRequest``
+    each, applied in order): all of them become visible together, or none."""
+
+    records: list[InstanceRecord] = Field(min_length=1, max_length=MAX_INDEX_BATCH)
+
+
+class IndexBatchReply(Message):
+    """One ``IndexReply`` per record of the request, in its order."""
+
+    replies: list[IndexReply]
 
 
 class InstanceStoredEvent(Message):
@@ -487,14 +527,10 @@ class RenderRequest(Message):
 
 
 class RenderReply(Message):
-    """A rendered image: ``data`` inline, or ``key`` of the cached object to stream."""
-
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64"
-    )
+    """A rendered image: its bytes are the reply's payload (``bus.WithPayload``) when
+    ``key`` is None, else the cached object at ``key`` holds them."""
 
     media_type: str
     size: int
-    data: bytes | None = None
     key: str | None = None
     cached: bool = False

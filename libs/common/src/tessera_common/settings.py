@@ -60,13 +60,14 @@ class Settings(BaseSettings):
         ge=0,
         le=32,
         description="render processes 'tessera serve' starts (each joins the render queue "
-        "group); 0: one per two CPUs, 1 to 4",
+        "group); 0: one per CPU, 1 to 4",
     )
     render_threads: int = Field(
-        default=2,
+        default=1,
         ge=1,
         le=16,
-        description="threads one render process renders in (numpy and Pillow release the GIL)",
+        description="threads one render process renders in; more processes scale better "
+        "(measured: 2 processes x 1 thread render 2.4x what 1 x 1 does, 1 x 2 threads 1.5x)",
     )
 
     nats_url: str = "nats://127.0.0.1:4222"

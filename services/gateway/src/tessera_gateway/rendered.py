@@ -258,15 +258,15 @@ async def render(request: web.Request, target: Target, params: RenderParams) -> 
     location = InstanceLocation.model_validate(
         target.instance.model_dump(include=set(InstanceLocation.model_fields))
     )
-    reply = await request.app[BUS].request(
+    reply, image = await request.app[BUS].request_with_payload(
         RenderSubject.FRAME,
         RenderRequest(instance=location, frames=target.frames, params=params),
         RenderReply,
     )
-    if reply.data is not None:
-        return reply.data
     if reply.key is None:
-        raise TesseraError(ErrorCode.INTERNAL, "the render service sent no image")
+        if len(image) != reply.size:
+            raise TesseraError(ErrorCode.INTERNAL, "the render service sent a cut-off image")
+        return image
     return await request.app[BLOBS].get(reply.key)
 
 

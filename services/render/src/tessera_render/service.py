@@ -23,7 +23,7 @@ from tessera_codec import plugins
 from tessera_codec.pixels import ConversionError
 from tessera_codec.service import quiet_pydicom
 from tessera_common.blobstore import BlobNotFoundError, BlobStore, check_key, open_blob_store
-from tessera_common.bus import Bus
+from tessera_common.bus import Bus, WithPayload
 from tessera_common.errors import ErrorCode, TesseraError
 from tessera_common.layout import STUDIES_PREFIX
 from tessera_common.messages import (
@@ -40,7 +40,7 @@ from tessera_common.telemetry import setup_tracing
 
 from .layout import rendered_key
 from .pipeline import RenderError
-from .source import FrameIndexes, render_stored
+from .source import FrameIndexes, Headers, render_stored
 
 log = logging.getLogger(__name__)
 QUEUE = "render"
@@ -54,10 +54,12 @@ class Renderer:
         self._blobs = blobs
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render")
         self._indexes = FrameIndexes(blobs)
+        self._headers = Headers()
         self._running: dict[str, asyncio.Future[bytes]] = {}
+        self._writes: dict[str, asyncio.Task[None]] = {}
         self.load = WorkerLoad("render", workers=threads)
 
-    async def render(self, request: RenderRequest) -> RenderReply:
+    async def render(self, request: RenderRequest) -> RenderReply | WithPayload:
         instance = request.instance
         _check_keys(instance.object_key, instance.sidecar_key)
         try:
@@ -72,15 +74,33 @@ class Renderer:
             data = await self._once(key, lambda: self._make(request, key))
             cached = False
         if len(data) <= INLINE_RENDER_BYTES:
-            return RenderReply(media_type=media_type, size=len(data), data=data, cached=cached)
+            reply = RenderReply(media_type=media_type, size=len(data), cached=cached)
+            return WithPayload(reply, data)
+        if not cached:
+            await self._stored(key)
         return RenderReply(media_type=media_type, size=len(data), key=key, cached=cached)
 
     async def _make(self, request: RenderRequest, key: str) -> bytes:
         frames = await self._indexes.get(request.instance)
         with self.load.job("frame"):
-            data = await self._run(render_stored, self._blobs, request, frames)
-        await self._blobs.put(key, data)
+            data = await self._run(render_stored, self._blobs, self._headers, request, frames)
+        # Cached after the answer: the client need not wait for the write.
+        self._writes[key] = asyncio.create_task(self._cache(key, data))
         return data
+
+    async def _cache(self, key: str, data: bytes) -> None:
+        try:
+            await self._blobs.put(key, data)
+        except Exception:
+            log.warning("could not cache a rendered image", exc_info=True)
+        finally:
+            self._writes.pop(key, None)
+
+    async def _stored(self, key: str) -> None:
+        """Wait until the image at ``key`` is written (a reply by reference needs it)."""
+        write = self._writes.get(key)
+        if write is not None:
+            await asyncio.shield(write)
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
