@@ -11,8 +11,10 @@
 //                  centre), then save a screenshot of the page there
 //   timeoutMs      bound of each wait
 //   modules        the node_modules directory holding playwright-core (.tools/browser/...)
-// Prints one JSON line: {results: [{name, ok, error?, levels?, screenshot?}], console: [...],
-// failedRequests: [...]} and exits 0 (the test decides).
+// Prints one JSON line: {results: [{name, ok, error?, levels?, colour?, screenshot?}],
+// console: [...], failedRequests: [...], dicomweb: [...]} and exits 0 (the test decides).
+// dicomweb lists the DICOMweb requests the page made (not /viewer files): method, path,
+// Accept, status and Content-Type of the answer, at most MAX_LOGGED.
 import { createRequire } from "node:module";
 
 const job = JSON.parse(process.argv[2]);
@@ -20,6 +22,8 @@ const { chromium } = createRequire(job.modules + "/")("playwright-core");
 const consoleLog = [];
 const failedRequests = [];
 const results = [];
+const dicomweb = [];
+const MAX_LOGGED = 500;
 
 const browser = await chromium.launch({
   executablePath: job.chromium,
@@ -68,10 +72,22 @@ try {
   page.on("requestfailed", (request) =>
     failedRequests.push(`${request.method()} ${request.url()}: ${request.failure()?.errorText}`),
   );
-  page.on("response", (response) => {
+  page.on("response", async (response) => {
+    const request = response.request();
     if (response.status() >= 400) {
-      failedRequests.push(`${response.request().method()} ${response.url()}: ${response.status()}`);
+      failedRequests.push(`${request.method()} ${response.url()}: ${response.status()}`);
     }
+    const url = new URL(response.url());
+    if (url.origin !== new URL(job.base).origin || url.pathname.startsWith("/viewer")) return;
+    if (dicomweb.length >= MAX_LOGGED) return;
+    const headers = await request.allHeaders().catch(() => request.headers());
+    dicomweb.push({
+      method: request.method(),
+      path: url.pathname + url.search,
+      accept: headers.accept ?? "",
+      status: response.status(),
+      contentType: response.headers()["content-type"] ?? "",
+    });
   });
 
   for (const check of job.checks) {
@@ -120,4 +136,4 @@ try {
 } finally {
   await browser.close();
 }
-process.stdout.write(JSON.stringify({ results, console: consoleLog, failedRequests }) + "\n");
+process.stdout.write(JSON.stringify({ results, console: consoleLog, failedRequests, dicomweb }) + "\n");

@@ -30,6 +30,7 @@ import pytest
 import requests
 from PIL import Image
 from pydicom.dataset import FileMetaDataset
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from tests.support.dicom_files import SHARED_TESTDATA
 from tests.support.http import stow
@@ -224,14 +225,94 @@ def test_ohif_study_list_and_ct_viewer(tools: BrowserTools, tessera: RunningTess
     assert _grey_levels(screenshot) >= 16, _explain(report)
 
 
+def _mean_colour(png: Path) -> tuple[float, float, float]:
+    """Mean R, G, B of the screenshot's central region (inside the slide viewport)."""
+    with Image.open(png) as image:
+        width, height = image.size
+        centre = image.convert("RGB").crop(
+            (width // 3, height // 4, 2 * width // 3, 3 * height // 4)
+        )
+        red, green, blue = np.asarray(centre, dtype=np.float64).reshape(-1, 3).mean(axis=0)
+        return float(red), float(green), float(blue)
+
+
+def _green_dominant(colour: tuple[float, float, float], margin: float = 20.0) -> bool:
+    red, green, blue = colour
+    return green > red + margin and green > blue + margin
+
+
+def _recoded_pyramid(files: list[Path]) -> list[bytes]:
+    """The pyramid with its tiles re-encoded so that they say what they hold.
+
+    The converter that made ``wsi/`` wrote R, G and B samples into JPEG components that the
+    codestream declares Y, Cb and Cr (JFIF APP0, component ids 1-3, no Adobe APP14), and
+    Photometric Interpretation says YBR_FULL_422 as well: every conformant decoder (libjpeg-turbo
+    in the viewer, Pillow, pydicom) therefore draws the slide green. Reading the components
+    without colour conversion (Pillow's ``draft("YCbCr")``) gives the RGB samples back, and
+    encoding them as a JFIF JPEG (YCbCr 4:2:2) gives tiles that match YBR_FULL_422. New UIDs,
+    so that the copy is a study of its own.
+    """
+    new_uids: dict[str, str] = {}
+    recoded = []
+    for path in files:
+        ds = pydicom.dcmread(path)
+        frames = []
+        for tile in generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)):
+            with Image.open(io.BytesIO(tile)) as image:
+                image.draft("YCbCr", image.size)  # the components as stored: R, G, B
+                rgb = Image.fromarray(np.asarray(image), mode="RGB")
+            out = io.BytesIO()
+            rgb.save(out, format="JPEG", quality=90, subsampling=1)  # 1: 4:2:2
+            frames.append(out.getvalue())
+        ds.PixelData = encapsulate(frames, has_bot=True)
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
+            old = str(ds.data_element(keyword).value)
+            setattr(ds, keyword, new_uids.setdefault(old, generate_uid()))
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.StudyDescription = "WSI test, tiles re-encoded as YCbCr"
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        recoded.append(buffer.getvalue())
+    return recoded
+
+
+def _frame_answers(report: dict[str, object]) -> set[str]:
+    """The media types (``type`` of the multipart answer) the slide's tiles came in."""
+    found = set()
+    for entry in report["dicomweb"]:  # type: ignore[attr-defined]
+        if "/frames/" in entry["path"]:
+            content_type = entry["contentType"]
+            found.add(
+                content_type.split("type=")[1].split(";")[0].strip('"')
+                if "type=" in content_type
+                else content_type
+            )
+    return found
+
+
 @pytest.mark.skipif(not WSI.is_dir(), reason="shared/testdata/wsi-conformant is not present")
 def test_ohif_microscopy_mode(tools: BrowserTools, tessera: RunningTessera) -> None:
+    """The microscopy mode draws the pyramid from the stored JPEG tiles, in their colours.
+
+    dicom-microscopy-viewer asks for each tile with JPEG-LS, JPEG 2000, octet-stream and
+    ``image/jpeg`` at equal weight: Tessera must send the stored JPEG (no transcode). The shared
+    pyramid's tiles are green as stored (see ``_recoded_pyramid``), so the colour is checked on
+    a copy whose tiles are encoded correctly: it must not come out green.
+    """
     files = sorted(WSI.glob("*.dcm"))
     stored = stow(tessera.root, [path.read_bytes() for path in files])
     assert stored.status_code == 200, stored.text
+    recoded = _recoded_pyramid(files)
+    stored = stow(tessera.root, recoded)
+    assert stored.status_code == 200, stored.text
     study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
-    screenshot = ARTIFACTS / "ohif-microscopy.png"
+    recoded_uid = str(
+        pydicom.dcmread(io.BytesIO(recoded[0]), stop_before_pixels=True).StudyInstanceUID
+    )
     ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "ohif-microscopy.png"
+    recoded_screenshot = ARTIFACTS / "ohif-microscopy-recoded.png"
+    check = {"selector": ".DicomMicroscopyViewer canvas, canvas", "minLevels": 16, "settleMs": 3000}
     report = _run_driver(
         tools,
         tessera,
@@ -240,15 +321,26 @@ def test_ohif_microscopy_mode(tools: BrowserTools, tessera: RunningTessera) -> N
                 "name": "microscopy",
                 "path": f"/viewer/microscopy?StudyInstanceUIDs={study_uid}",
                 "screenshot": str(screenshot),
-                "selector": ".DicomMicroscopyViewer canvas, canvas",
-                "minLevels": 16,
-                "settleMs": 3000,
+                **check,
+            },
+            {
+                "name": "microscopy, tiles re-encoded",
+                "path": f"/viewer/microscopy?StudyInstanceUIDs={recoded_uid}",
+                "screenshot": str(recoded_screenshot),
+                **check,
             },
         ],
     )
-    print(f"OHIF microscopy screenshot: {screenshot}")
-    (result,) = report["results"]  # type: ignore[misc]
-    assert result["ok"], f"microscopy: {result.get('error')}\n{_explain(report)}"
+    requests_log = ARTIFACTS / "ohif-microscopy-requests.json"
+    requests_log.write_text(json.dumps(report["dicomweb"], indent=1))
+    print(f"OHIF microscopy screenshots: {screenshot}, {recoded_screenshot}")
+    print(f"DICOMweb requests of the microscopy mode: {requests_log}")
+    for result in report["results"]:  # type: ignore[attr-defined]
+        assert result["ok"], f"{result['name']}: {result.get('error')}\n{_explain(report)}"
+    assert _frame_answers(report) == {"image/jpeg"}, requests_log.read_text()[:3000]
+    colour = _mean_colour(recoded_screenshot)
+    print(f"mean colour of the slide: {colour} (as stored: {_mean_colour(screenshot)})")
+    assert not _green_dominant(colour), f"the re-encoded slide is drawn green: {colour}"
 
 
 def test_viewer_files_are_served_relocated(tools: BrowserTools, tessera: RunningTessera) -> None:

@@ -84,6 +84,13 @@ INSTANCE_CASES = [
         [(JPEG_BASELINE, JPEG_BASELINE), (STORED, JPEG_LOSSLESS)],
     ),
     InstanceCase(
+        "equal q: the stored bytes before a transcode (RFC 9110 §12.5.1)",
+        f'multipart/related; type="application/dicom"; transfer-syntax={JPEG_BASELINE}, '
+        f"{DICOM_ANY}",
+        JPEG_LOSSLESS,
+        [(STORED, JPEG_LOSSLESS), (JPEG_BASELINE, JPEG_BASELINE)],
+    ),
+    InstanceCase(
         "a syntax the codec cannot encode is not planned",
         'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.91',
         JPEG_LS,
@@ -147,6 +154,20 @@ class BulkCase:
 
 
 OCTET = "application/octet-stream"
+#: What dicom-microscopy-viewer (as OHIF 3.13.2 bundles it) sends for every tile.
+DMV_TILE_ACCEPT = ", ".join(
+    f'multipart/related; type="{media}"; transfer-syntax={ts}'
+    for media, ts in [
+        ("image/jls", JPEG_LS),
+        ("image/jls", "1.2.840.10008.1.2.4.81"),
+        ("image/jp2", J2K),
+        ("image/jp2", "1.2.840.10008.1.2.4.91"),
+        ("image/jpx", "1.2.840.10008.1.2.4.92"),
+        ("image/jpx", "1.2.840.10008.1.2.4.93"),
+        (OCTET, "*"),
+        ("image/jpeg", JPEG_BASELINE),
+    ]
+)
 BULK_CASES = [
     BulkCase(
         "native frames as stored",
@@ -208,6 +229,40 @@ BULK_CASES = [
         EXPLICIT_VR_LITTLE_ENDIAN,
         [Plan(EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, OCTET)],
         servable=False,
+    ),
+    BulkCase(
+        "dicom-microscopy-viewer's tile Accept: the stored JPEG, transcodes after",
+        DMV_TILE_ACCEPT,
+        JPEG_BASELINE,
+        [
+            Plan(STORED, JPEG_BASELINE, "image/jpeg"),
+            Plan(JPEG_LS, JPEG_LS, "image/jls"),
+            Plan(J2K, J2K, "image/jp2"),
+            Plan(EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, OCTET),
+        ],
+    ),
+    BulkCase(
+        "equal q: the stored syntax named by a later item comes first",
+        f'multipart/related; type="image/jls", multipart/related; type="image/jpeg"; '
+        f"transfer-syntax={JPEG_BASELINE}",
+        JPEG_BASELINE,
+        [Plan(STORED, JPEG_BASELINE, "image/jpeg"), Plan(JPEG_LS, JPEG_LS, "image/jls")],
+    ),
+    BulkCase(
+        "a higher q still wins over the stored bytes",
+        'multipart/related; type="image/jls", multipart/related; type="image/jpeg";q=0.9',
+        JPEG_BASELINE,
+        [Plan(JPEG_LS, JPEG_LS, "image/jls"), Plan(STORED, JPEG_BASELINE, "image/jpeg")],
+    ),
+    BulkCase(
+        "a fallback to another syntax of the media type is not promoted",
+        'multipart/related; type="image/jls", multipart/related; type="image/jpeg"',
+        JPEG_LOSSLESS,
+        [
+            Plan(JPEG_LS, JPEG_LS, "image/jls"),
+            Plan(JPEG_BASELINE, JPEG_BASELINE, "image/jpeg"),
+            Plan(STORED, JPEG_LOSSLESS, "image/jpeg"),
+        ],
     ),
     BulkCase(
         "a syntax of another media type is not planned",

@@ -7,6 +7,13 @@ the codec service for another syntax. The I/O modules try the plans in order and
 first that works, so a transcode that fails for one instance (16-bit pixels asked for as
 JPEG Baseline) falls through to the client's next acceptable choice.
 
+Plans follow the ``q`` of the client's items; among items of equal ``q`` the client has no
+preference (RFC 9110 §12.5.1: only ``q`` ranks), and the stored bytes come first when an
+item accepts them exactly. dicom-microscopy-viewer, for one, asks for every tile with
+``image/jls``, ``image/jp2``, ``image/jpx``, ``application/octet-stream; transfer-syntax=*``
+and ``image/jpeg`` at equal weight: a JPEG tile is then sent as stored, not re-encoded as
+JPEG-LS (slower, larger, and colour-converted, docs/OHIF.md).
+
 Default transfer syntaxes (PS3.18 §8.7.3.5.2): ``application/dicom`` without a
 ``transfer-syntax`` parameter means Explicit VR Little Endian; each bulk media type has its
 own default (``image/jpeg`` → JPEG Baseline, ``image/jls`` → JPEG-LS Lossless, …); ``*`` means
@@ -18,7 +25,7 @@ as stored when the client only relied on the default.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from .negotiation import AcceptItem
@@ -181,6 +188,7 @@ class Wish:
     media_range: str
     transfer_syntax: str | None
     multipart: bool = True
+    q: float = 1.0
 
 
 STORED = "stored"
@@ -227,17 +235,17 @@ def wishes(accept: Sequence[AcceptItem], *, bulk_only: bool = False) -> list[Wis
             default = "*/*" if bulk_only else DICOM
             part = _normal(media.params.get("type", default))
             if part == DICOM and not bulk_only:
-                found.append(Wish(Kind.DICOM, DICOM, ts))
+                found.append(Wish(Kind.DICOM, DICOM, ts, q=item.q))
             elif _is_bulk_range(part):
-                found.append(Wish(Kind.BULK, part, ts))
+                found.append(Wish(Kind.BULK, part, ts, q=item.q))
             if media.type == "*" and not bulk_only:
-                found.append(Wish(Kind.ZIP, ZIP, ts))
+                found.append(Wish(Kind.ZIP, ZIP, ts, q=item.q))
             continue
         essence = _normal(media.essence)
         if not bulk_only and item.matches("application", "zip"):
-            found.append(Wish(Kind.ZIP, ZIP, ts))
+            found.append(Wish(Kind.ZIP, ZIP, ts, q=item.q))
         elif bulk_only and _is_bulk_range(essence):
-            found.append(Wish(Kind.BULK, essence, ts, multipart=False))
+            found.append(Wish(Kind.BULK, essence, ts, multipart=False, q=item.q))
     return found
 
 
@@ -272,21 +280,21 @@ class Capabilities:
 
 def instance_plans(wishes_: Sequence[Wish], stored: str, capabilities: Capabilities) -> list[Plan]:
     """Plans for one instance as a PS3.10 file (``application/dicom`` parts or ZIP entries)."""
-    plans: list[Plan] = []
+    plans = _Ranked()
     for wish in wishes_:
         wanted = wish.transfer_syntax
         if wanted in (ANY, stored) or (wanted is None and stored == EXPLICIT_VR_LITTLE_ENDIAN):
-            plans.append(Plan(STORED, stored))
+            plans.add(wish, Plan(STORED, stored), exact=True)
         elif wanted is None:
             # PS3.18 §8.7.3.5.2: the default is Explicit VR Little Endian; an instance that
             # cannot be decoded (video) is sent as stored rather than not at all.
             if capabilities.can(stored, EXPLICIT_VR_LITTLE_ENDIAN):
-                plans.append(Plan(EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN))
+                plans.add(wish, Plan(EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN))
             if not capabilities.decode or stored not in capabilities.decode:
-                plans.append(Plan(STORED, stored))
+                plans.add(wish, Plan(STORED, stored))
         elif wanted in TRANSFER_SYNTAXES and capabilities.can(stored, wanted):
-            plans.append(Plan(wanted, wanted))
-    return _unique(plans)
+            plans.add(wish, Plan(wanted, wanted))
+    return plans.best_first()
 
 
 def bulk_plans(
@@ -301,30 +309,32 @@ def bulk_plans(
     ``stored_servable`` says whether the stored bytes can be served as frames by byte range
     (a frame index exists and the object is not deflated).
     """
-    plans: list[Plan | None] = []
+    plans = _Ranked()
     for wish in wishes_:
         if wish.kind is not Kind.BULK:
             continue
         bulk = _BulkWish(wish, stored, capabilities, stored_servable)
         wanted = wish.transfer_syntax
         if wanted == ANY:
-            plans.append(bulk.as_stored())
-            plans.extend(bulk.transcode(target) for target in _defaults(wish.media_range))
+            plans.add(wish, bulk.as_stored(), exact=True)
+            for target in _defaults(wish.media_range):
+                plans.add(wish, bulk.transcode(target))
         elif wanted is None:
             default = MEDIA_TYPE_DEFAULTS.get(wish.media_range)
             if default is None:  # a wildcard: the server chooses, and sends what it has
-                plans.append(bulk.as_stored())
-                plans.extend(bulk.transcode(target) for target in _defaults(wish.media_range))
+                plans.add(wish, bulk.as_stored(), exact=True)
+                for target in _defaults(wish.media_range):
+                    plans.add(wish, bulk.transcode(target))
             elif default == frames_label(stored):
-                plans.append(bulk.as_stored())
+                plans.add(wish, bulk.as_stored(), exact=True)
             else:
-                plans.append(bulk.transcode(default))
-                plans.append(bulk.as_stored())  # same media type, another syntax of it
+                plans.add(wish, bulk.transcode(default))
+                plans.add(wish, bulk.as_stored())  # same media type, another syntax of it
         elif wanted == frames_label(stored):
-            plans.append(bulk.as_stored())
+            plans.add(wish, bulk.as_stored(), exact=True)
         else:
-            plans.append(bulk.transcode(wanted))
-    return _unique([plan for plan in plans if plan is not None])
+            plans.add(wish, bulk.transcode(wanted))
+    return plans.best_first()
 
 
 def _defaults(media_range: str) -> list[str]:
@@ -362,6 +372,24 @@ class _BulkWish:
         ):
             return None
         return Plan(target, target, ts.media_type, self.wish.multipart)
+
+
+@dataclass(slots=True)
+class _Ranked:
+    """Plans with the weight of the wish they answer. ``exact`` marks the stored bytes when
+    they are what the wish asks for (not a fallback to another syntax of its media type)."""
+
+    entries: list[tuple[float, bool, Plan]] = field(default_factory=list)
+
+    def add(self, wish: Wish, plan: Plan | None, *, exact: bool = False) -> None:
+        if plan is not None:
+            self.entries.append((wish.q, exact, plan))
+
+    def best_first(self) -> list[Plan]:
+        """By ``q``; among equal ``q`` the exact stored plans first, else the client's order
+        (a stable sort)."""
+        ranked = sorted(self.entries, key=lambda entry: (-entry[0], not entry[1]))
+        return _unique([plan for _, _, plan in ranked])
 
 
 def _unique(plans: list[Plan]) -> list[Plan]:
