@@ -280,6 +280,10 @@ class LocalBlobs(ObjectStoreBlobs):
         super().__init__(LocalStore(str(root), mkdir=True))
         self._root = root
 
+    def local_path(self, key: str) -> Path:
+        """Where object ``key`` lies on this machine (for ``sendfile``)."""
+        return self._root / check_key(key)
+
     def open_reader(self, key: str, size: int | None = None) -> IO[bytes]:
         try:
             return open(self._root / check_key(key), "rb", buffering=256 * 1024)

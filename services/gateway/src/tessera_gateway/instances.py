@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tessera_common.blobstore import BlobStore
+from tessera_common.blobstore import BlobStore, LocalBlobs
 from tessera_common.errors import ErrorCode, TesseraError
 from tessera_common.frame_indexes import FrameIndexes
 from tessera_common.messages import (
@@ -133,6 +133,48 @@ async def stream_object(
     finally:
         if not ahead.done():
             ahead.cancel()
+
+
+#: Values smaller than this are copied; larger ones go by ``sendfile`` when they can.
+SENDFILE_MIN = 64 * 1024
+
+
+async def write_object(
+    request: web.Request,
+    response: web.StreamResponse,
+    blobs: BlobStore,
+    key: str,
+    start: int,
+    end: int,
+) -> None:
+    """Write bytes ``start``..``end`` of object ``key`` into a chunked response body.
+
+    On the local filesystem the bytes go from the page cache to the socket by ``sendfile``
+    (no copy through Python: about twice the throughput of ranged reads), framed as one
+    HTTP/1.1 chunk written beside aiohttp's own (RFC 9112 §7.1); elsewhere, or over TLS, they
+    are streamed in ranged reads."""
+    transport = request.transport
+    size = end - start
+    if (
+        not isinstance(blobs, LocalBlobs)
+        or not response.chunked
+        or size < SENDFILE_MIN
+        or transport is None
+        or transport.get_extra_info("sslcontext") is not None
+    ):
+        async for chunk in stream_object(blobs, key, start, end):
+            await response.write(chunk)
+        return
+    try:
+        fp = await asyncio.to_thread(open, blobs.local_path(key), "rb")
+    except FileNotFoundError as exc:
+        raise TesseraError(ErrorCode.NOT_FOUND, "the object is no longer stored") from exc
+    try:
+        transport.write(f"{size:x}\r\n".encode("ascii"))
+        await asyncio.get_running_loop().sendfile(transport, fp, start, size)
+        transport.write(b"\r\n")
+    finally:
+        fp.close()
 
 
 class MultipartWriter:

@@ -35,6 +35,7 @@ from .instances import (
     locate_all,
     locate_request,
     stream_object,
+    write_object,
 )
 from .transfer_syntax import (
     DICOM,
@@ -156,8 +157,7 @@ async def _send_multipart(
                 ("Content-Length", delivery.size),
             ]
         )
-        async for chunk in stream_object(blobs, delivery.key, 0, delivery.size):
-            await writer.write(chunk)
+        await write_object(request, response, blobs, delivery.key, 0, delivery.size)
 
     try:
         await send(first)
