@@ -31,6 +31,7 @@ from tessera_common.blobstore import open_blob_store
 from tessera_common.messages import (
     DeleteRequest,
     IndexDeleteRequest,
+    IngestBatchRequest,
     IngestRequest,
     InstanceDeletedEvent,
     InstanceStoredEvent,
@@ -81,6 +82,12 @@ async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
         await bus.serve(Subject.QUERY_DELETE, IndexDeleteRequest, service.delete, queue="query")
         deleter = Deleter(blobs, bus, InstanceLocks())
         await bus.serve(Subject.STORE_INGEST, IngestRequest, archive.ingestor.ingest, queue="store")
+        await bus.serve(
+            Subject.STORE_INGEST_BATCH,
+            IngestBatchRequest,
+            archive.ingestor.ingest_batch,
+            queue="store",
+        )
         await bus.serve(Subject.STORE_DELETE, DeleteRequest, deleter.delete, queue="store")
         deleted: list[InstanceDeletedEvent] = []
 

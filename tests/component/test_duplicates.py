@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,12 @@ from tests.support.archive import (
 from tessera_common.blobstore import ObjectStoreBlobs
 from tessera_common.errors import FailureReason
 from tessera_common.layout import INCOMING_PREFIX
-from tessera_common.messages import InstanceRecord, LocateRequest
+from tessera_common.messages import (
+    IngestBatchRequest,
+    IngestRequest,
+    InstanceRecord,
+    LocateRequest,
+)
 from tessera_store.ingest import DuplicatePolicy
 
 OVERWRITE, REJECT = DuplicatePolicy.OVERWRITE, DuplicatePolicy.REJECT
@@ -128,3 +134,76 @@ async def test_racing_versions_under_reject(blobs: ObjectStoreBlobs, tmp_path: P
         assert record is not None
         assert record.sha256 == hashlib.sha256(winner).hexdigest()
         assert await archive.blobs.get(record.object_key) == winner
+
+
+# --- one STOW request's parts ingested together (``store.ingest_batch``) -----------------------
+
+
+@pytest.mark.parametrize("policy", [OVERWRITE, REJECT], ids=["overwrite", "reject"])
+async def test_batch_outcomes_are_per_part(
+    policy: DuplicatePolicy, blobs: ObjectStoreBlobs, tmp_path: Path
+) -> None:
+    """One batch: new instances, a SOP Instance sent twice with other bytes (ingested in the
+    order sent), a file that is not DICOM and an instance filed before under another study.
+    Each part gets its own outcome; the bad ones fail alone."""
+    corrected = synthetic_instance(1, 1, 1, comment="corrected")
+    moved = synthetic_instance(2, 1, 1, study_of=3)
+    parts = [
+        FIRST,
+        synthetic_instance(1, 1, 2),
+        corrected,
+        b"not a DICOM file" * 20,
+        moved,
+        synthetic_instance(1, 1, 3),
+    ]
+    async with running_archive(tmp_path, blobs, duplicates=policy) as archive:
+        assert (await archive.stow(synthetic_instance(2, 1, 1))).stored
+        outcomes = await archive.stow_batch(parts)
+
+        stored = [o.stored for o in outcomes]
+        duplicate = int(FailureReason.DUPLICATE_SOP_INSTANCE)
+        if policy is OVERWRITE:
+            assert stored == [True, True, True, False, True, True]
+        else:
+            assert stored == [True, True, False, False, False, True]
+            assert outcomes[2].failure_reason == duplicate
+            assert outcomes[4].failure_reason == duplicate
+        assert outcomes[3].failure_reason == int(FailureReason.CANNOT_UNDERSTAND)
+        assert outcomes[1].sop_instance_uid == sop_uid(1, 1, 2)
+
+        record = await sidecar_of(archive, 1)
+        assert record is not None
+        kept = corrected if policy is OVERWRITE else FIRST
+        assert record.sha256 == hashlib.sha256(kept).hexdigest()
+        assert await archive.blobs.get(record.object_key) == kept
+        filed = await archive.index.locate(
+            LocateRequest(study_uid=study_uid(3 if policy is OVERWRITE else 2))
+        )
+        assert [i.sop_uid for i in filed.instances] == [sop_uid(2, 1, 1)]
+        assert [info async for info in archive.blobs.list(INCOMING_PREFIX)] == []
+
+
+async def test_batch_repeated_same_bytes_is_idempotent(
+    blobs: ObjectStoreBlobs, tmp_path: Path
+) -> None:
+    async with running_archive(tmp_path, blobs, duplicates=REJECT) as archive:
+        outcomes = await archive.stow_batch([FIRST, FIRST, synthetic_instance(1, 1, 2), FIRST])
+        assert [o.stored for o in outcomes] == [True, True, True, True]
+        located = await archive.index.locate(LocateRequest(study_uid=study_uid(1)))
+        assert sorted(i.sop_uid for i in located.instances) == [sop_uid(1, 1, 1), sop_uid(1, 1, 2)]
+
+
+async def test_batch_part_outside_incoming_fails_alone(
+    blobs: ObjectStoreBlobs, tmp_path: Path
+) -> None:
+    async with running_archive(tmp_path, blobs) as archive:
+        key = f"{INCOMING_PREFIX}{uuid.uuid4().hex}"
+        await archive.blobs.put(key, FIRST)
+        digest = hashlib.sha256(FIRST).hexdigest()
+        parts = [
+            IngestRequest(upload_key="studies/elsewhere", size=len(FIRST), sha256=digest),
+            IngestRequest(upload_key=key, size=len(FIRST), sha256=digest),
+        ]
+        reply = await archive.ingestor.ingest_batch(IngestBatchRequest(parts=parts))
+        assert [o.stored for o in reply.outcomes] == [False, True]
+        assert reply.outcomes[0].failure_reason == int(FailureReason.PROCESSING_FAILURE)

@@ -30,8 +30,13 @@ async def filled(backend: str, directory: Path) -> Index:
         mongo = MongoIndex(AsyncDatabase())
         await mongo.ensure_indexes()
         index = mongo
-    for record, metadata in corpus().instances:
+    # Half one by one, half in batches (``upsert_many``, as STOW indexes): same index.
+    instances = corpus().instances
+    half = len(instances) // 2
+    for record, metadata in instances[:half]:
         await index.upsert(record, metadata)
+    for start in range(half, len(instances), 7):
+        await index.upsert_many(instances[start : start + 7])
     return index
 
 
@@ -162,3 +167,43 @@ async def test_delete(backend: str, tmp_path: Path) -> None:
     assert len((await index.search(everything)).results) == len(corpus().instances) - 3
     await index.close()
     await other.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_upsert_many_applies_in_order(backend: str, tmp_path: Path) -> None:
+    """A batch that stores an instance, then the same SOP Instance moved to another study:
+    the second reply names the first one's objects, and only the moved one is found."""
+    (record, metadata), (other, _) = (
+        corpus().instances[0],
+        next(
+            item
+            for item in corpus().instances
+            if item[0].study_uid != corpus().instances[0][0].study_uid
+        ),
+    )
+    moved = record.model_copy(
+        update={
+            "study_uid": other.study_uid,
+            "series_uid": other.series_uid,
+            "object_key": other.object_key + ".moved",
+            "sidecar_key": other.sidecar_key + ".moved",
+        }
+    )
+    index: Index
+    if backend == "sqlite":
+        index = ThreadedIndex(SqliteIndex(tmp_path / "batch.sqlite"))
+    else:
+        index = MongoIndex(AsyncDatabase())
+    try:
+        replies = await index.upsert_many([(record, metadata), (moved, metadata)])
+        assert [r.replaced for r in replies] == [False, True]
+        assert replies[1].previous_object_key == record.object_key
+        assert replies[1].previous_sidecar_key == record.sidecar_key
+        located = await index.locate(
+            LocateRequest(study_uid=other.study_uid, sop_uid=record.sop_uid)
+        )
+        assert [i.object_key for i in located.instances] == [moved.object_key]
+        gone = await index.locate(LocateRequest(study_uid=record.study_uid))
+        assert gone.instances == []
+    finally:
+        await index.close()

@@ -25,7 +25,9 @@ from tessera_common.blobstore import BlobStore
 from tessera_common.bus import Bus
 from tessera_common.layout import incoming_key
 from tessera_common.messages import (
+    IndexBatchRequest,
     IndexRequest,
+    IngestBatchRequest,
     IngestRequest,
     InstanceOutcome,
     LocateRequest,
@@ -116,6 +118,21 @@ class Archive:
         )
         return await self.ingestor.ingest(request)
 
+    async def stow_batch(self, files: Sequence[bytes]) -> list[InstanceOutcome]:
+        """Store PS3.10 files as one STOW-RS request does: upload each, ingest them together
+        (``store.ingest_batch``)."""
+        parts = []
+        for data in files:
+            key = incoming_key()
+            await self.blobs.put(key, data)
+            parts.append(
+                IngestRequest(
+                    upload_key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest()
+                )
+            )
+        reply = await self.ingestor.ingest_batch(IngestBatchRequest(parts=parts))
+        return reply.outcomes
+
 
 async def search_all(index: Index, level: QueryLevel, params: Sequence[tuple[str, str]]) -> Any:
     """Every result of a QIDO-RS query, page after page, as QIDO-RS would return them."""
@@ -148,6 +165,9 @@ async def running_archive(
         await bus.ensure_streams()
         service = QueryService(index, blobs)
         await bus.serve(Subject.QUERY_INDEX, IndexRequest, service.index, queue="query")
+        await bus.serve(
+            Subject.QUERY_INDEX_BATCH, IndexBatchRequest, service.index_batch, queue="query"
+        )
         await bus.serve(Subject.QUERY_LOCATE, LocateRequest, service.locate, queue="query")
         await bus.serve(Subject.QUERY_PING, Ping, service.ping, queue="query")
         ingestor = Ingestor(blobs, bus, duplicates=duplicates)

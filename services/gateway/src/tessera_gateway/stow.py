@@ -7,8 +7,8 @@ Content-Location), and a single-part body. The response is the Store Instances R
 (PS3.18 Annex I) in ``application/dicom+json`` or ``application/dicom+xml`` as the Accept
 header asks (406 otherwise).
 
-Once the whole body has arrived intact, every PS3.10 part is handed to the store service
-(``store.ingest``), and every metadata part with a manifest of the bulk data parts
+Once the whole body has arrived intact, the PS3.10 parts are handed to the store service in
+batches (``store.ingest_batch``), and every metadata part with a manifest of the bulk data parts
 (``store.assemble``: the store builds a PS3.10 object per dataset and ingests it), a few at a
 time. Per-instance outcomes are values: one bad part never aborts the others.
 """
@@ -35,6 +35,8 @@ from tessera_common.messages import (
     AssembleReply,
     AssembleRequest,
     BulkPart,
+    IngestBatchReply,
+    IngestBatchRequest,
     IngestRequest,
     InstanceOutcome,
     Message,
@@ -59,7 +61,10 @@ from .stow_parts import (
 
 __all__ = ["describe_part", "request_boundary", "request_form", "store_instances"]
 
-INGEST_CONCURRENCY = 8
+#: Batches of one request in flight at once.
+INGEST_CONCURRENCY = 4
+INGEST_BATCH_PARTS = 16
+INGEST_BATCH_BYTES = 64 * 1024 * 1024
 INGEST_ATTEMPTS = 3
 RESPONSE_MEDIA_TYPES = (DICOM_JSON, DICOM_XML)
 ASSEMBLE_CONCURRENCY = 4
@@ -119,7 +124,12 @@ def _refused(part: ReceivedPart) -> InstanceOutcome:
 
 
 class Ingest:
-    """Hands received PS3.10 parts to the store service, a few at a time."""
+    """Hands received PS3.10 parts to the store service in batches (``store.ingest_batch``):
+    one message, one index transaction and concurrent event publication per batch, instead of
+    one of each per part. A batch holds at most ``INGEST_BATCH_PARTS`` parts and, unless it is
+    a single part, ``INGEST_BATCH_BYTES``, so that a batch of large instances does not outlast
+    the request timeout; a few batches of a request run at a time (several store replicas
+    share them)."""
 
     def __init__(self, bus: Bus, blobs: BlobStore, study_uid: str | None) -> None:
         self._bus = bus
@@ -128,30 +138,104 @@ class Ingest:
         self._limit = asyncio.Semaphore(INGEST_CONCURRENCY)
 
     async def run(self, parts: list[ReceivedPart]) -> list[InstanceOutcome]:
-        return list(await asyncio.gather(*(self._one(part) for part in parts)))
+        outcomes: dict[int, InstanceOutcome] = {}
+        accepted: list[tuple[int, ReceivedPart]] = []
+        for position, part in enumerate(parts):
+            if part.upload_key is None:
+                outcomes[position] = _refused(part)
+            else:
+                accepted.append((position, part))
+        for batch in await asyncio.gather(*(self._batch(b) for b in ingest_batches(accepted))):
+            outcomes.update(batch)
+        return [outcomes[position] for position in range(len(parts))]
 
-    async def _one(self, part: ReceivedPart) -> InstanceOutcome:
-        if part.upload_key is None:
-            return _refused(part)
-        message = IngestRequest(
-            upload_key=part.upload_key,
-            size=part.size,
-            sha256=part.sha256,
-            expected_study_uid=self._study_uid,
-        )
+    async def _batch(self, batch: list[tuple[int, ReceivedPart]]) -> dict[int, InstanceOutcome]:
+        """Outcomes of one batch by position. A batch the store did not answer (timeout, no
+        store) is sent again, up to ``INGEST_ATTEMPTS`` times, with the parts whose uploads
+        still exist (a store killed mid-batch comes back and finds them); the others fail
+        with a retryable reason."""
+        outcomes: dict[int, InstanceOutcome] = {}
+        pending = batch
         async with self._limit:
-            try:
-                return await _request(
-                    self._bus,
-                    self._blobs,
-                    Subject.STORE_INGEST,
-                    message,
-                    InstanceOutcome,
-                    [part.upload_key],
+            for attempt in range(1, INGEST_ATTEMPTS + 1):
+                message = IngestBatchRequest(
+                    parts=[
+                        IngestRequest(
+                            upload_key=part.upload_key or "",
+                            size=part.size,
+                            sha256=part.sha256,
+                            expected_study_uid=self._study_uid,
+                        )
+                        for _, part in pending
+                    ]
                 )
-            except TesseraError as exc:
-                await self._blobs.delete(part.upload_key)
-                return _bus_failure(exc)
+                try:
+                    reply = await self._send(message)
+                    if len(reply.outcomes) != len(pending):
+                        raise TesseraError(
+                            ErrorCode.INTERNAL, "the store answered for another number of parts"
+                        )
+                except TesseraError as exc:
+                    retry = exc.code in {ErrorCode.TIMEOUT, ErrorCode.SERVICE_UNAVAILABLE}
+                    still = [False] * len(pending)
+                    if retry and attempt < INGEST_ATTEMPTS:
+                        found = await asyncio.gather(
+                            *(self._blobs.head(part.upload_key or "") for _, part in pending)
+                        )
+                        still = [info is not None for info in found]
+                    for (position, _), exists in zip(pending, still, strict=True):
+                        if not exists:
+                            outcomes[position] = _bus_failure(exc)
+                    pending = [item for item, exists in zip(pending, still, strict=True) if exists]
+                    if pending:
+                        continue
+                    break
+                outcomes.update(
+                    (position, outcome)
+                    for (position, _), outcome in zip(pending, reply.outcomes, strict=True)
+                )
+                break
+        # A part that failed inside Tessera may have left its upload; the store deletes the
+        # uploads of the instances it refuses and renames those it stores.
+        await asyncio.gather(
+            *(
+                self._blobs.delete(part.upload_key or "")
+                for position, part in batch
+                if not outcomes[position].stored
+            )
+        )
+        return outcomes
+
+    async def _send(self, message: IngestBatchRequest) -> IngestBatchReply:
+        """A batch of one part travels as ``store.ingest``, the same work in a smaller
+        message."""
+        if len(message.parts) == 1:
+            outcome = await self._bus.request(
+                Subject.STORE_INGEST, message.parts[0], InstanceOutcome
+            )
+            return IngestBatchReply(outcomes=[outcome])
+        return await self._bus.request(Subject.STORE_INGEST_BATCH, message, IngestBatchReply)
+
+
+def ingest_batches(
+    parts: list[tuple[int, ReceivedPart]],
+) -> list[list[tuple[int, ReceivedPart]]]:
+    """``parts`` cut into batches of similar length, each of at most ``INGEST_BATCH_PARTS``
+    parts and ``INGEST_BATCH_BYTES`` (a larger part goes alone)."""
+    if not parts:
+        return []
+    count = -(-len(parts) // INGEST_BATCH_PARTS)
+    target = -(-len(parts) // count)
+    batches: list[list[tuple[int, ReceivedPart]]] = [[]]
+    size = 0
+    for item in parts:
+        current = batches[-1]
+        if current and (len(current) >= target or size + item[1].size > INGEST_BATCH_BYTES):
+            batches.append([])
+            size = 0
+        batches[-1].append(item)
+        size += item[1].size
+    return batches
 
 
 class Assembly:

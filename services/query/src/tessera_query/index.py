@@ -36,6 +36,13 @@ class Index(Protocol):
         and names its objects."""
         ...
 
+    async def upsert_many(
+        self, items: Sequence[tuple[InstanceRecord, Mapping[str, Any]]]
+    ) -> list[IndexReply]:
+        """``upsert`` for each (record, metadata) in order, one reply each; SQLite applies
+        them in one transaction (all visible together, or none)."""
+        ...
+
     async def delete(self, sop_uids: Sequence[str]) -> list[LocatedInstance]:
         """Remove these instances, then the series and studies they leave empty; the entries
         removed (UIDs not indexed are ignored, so deleting twice is harmless)."""
@@ -72,6 +79,9 @@ class BlockingIndex(Protocol):
     """The same operations as ``Index``, as blocking calls (``SqliteIndex``)."""
 
     def upsert(self, record: InstanceRecord, metadata: Mapping[str, Any]) -> IndexReply: ...
+    def upsert_many(
+        self, items: Sequence[tuple[InstanceRecord, Mapping[str, Any]]]
+    ) -> list[IndexReply]: ...
     def delete(self, sop_uids: Sequence[str]) -> list[LocatedInstance]: ...
     def contains(self, sop_uid: str, sha256: str) -> bool: ...
     def search(self, req: SearchRequest) -> SearchReply: ...
@@ -90,6 +100,11 @@ class ThreadedIndex:
 
     async def upsert(self, record: InstanceRecord, metadata: Mapping[str, Any]) -> IndexReply:
         return await asyncio.to_thread(self.blocking.upsert, record, metadata)
+
+    async def upsert_many(
+        self, items: Sequence[tuple[InstanceRecord, Mapping[str, Any]]]
+    ) -> list[IndexReply]:
+        return await asyncio.to_thread(self.blocking.upsert_many, items)
 
     async def delete(self, sop_uids: Sequence[str]) -> list[LocatedInstance]:
         return await asyncio.to_thread(self.blocking.delete, sop_uids)

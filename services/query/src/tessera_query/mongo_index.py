@@ -157,6 +157,14 @@ class MongoIndex:
             previous_sidecar_key=previous["sidecar_key"],
         )
 
+    async def upsert_many(
+        self, items: Sequence[tuple[InstanceRecord, Mapping[str, Any]]]
+    ) -> list[IndexReply]:
+        """``upsert`` each (record, metadata) in order. MongoDB has no multi-document
+        transaction here: each instance's documents are written as by ``upsert``, and the
+        caller acknowledges none of them before all are written."""
+        return [await self.upsert(record, metadata) for record, metadata in items]
+
     async def _write(
         self, record: InstanceRecord, metadata: Mapping[str, Any], left: set[str]
     ) -> dict[str, Any] | None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -19,6 +21,8 @@ from tessera_common.blobstore import BlobNotFoundError, BlobStore, open_blob_sto
 from tessera_common.bus import Bus
 from tessera_common.errors import ErrorCode, TesseraError
 from tessera_common.messages import (
+    IndexBatchReply,
+    IndexBatchRequest,
     IndexDeleteReply,
     IndexDeleteRequest,
     IndexReply,
@@ -62,6 +66,19 @@ class QueryService:
         if metadata is None:
             metadata = (await self._read_sidecar(record.sidecar_key)).metadata or {}
         return await self._index.upsert(record, metadata)
+
+    async def index_batch(self, request: IndexBatchRequest) -> IndexBatchReply:
+        """Index a STOW request's instances in one transaction (``upsert_many``); records
+        sent without metadata (large ones) have it read from their sidecars first."""
+
+        async def metadata(record: InstanceRecord) -> Mapping[str, Any]:
+            if record.metadata is not None:
+                return record.metadata
+            return (await self._read_sidecar(record.sidecar_key)).metadata or {}
+
+        documents = await asyncio.gather(*(metadata(record) for record in request.records))
+        items = list(zip(request.records, documents, strict=True))
+        return IndexBatchReply(replies=await self._index.upsert_many(items))
 
     async def delete(self, request: IndexDeleteRequest) -> IndexDeleteReply:
         return IndexDeleteReply(instances=await self._index.delete(request.sop_uids))
@@ -181,6 +198,9 @@ async def run(settings: Settings) -> None:
     try:
         await bus.ensure_streams()
         await bus.serve(Subject.QUERY_INDEX, IndexRequest, service.index, queue=QUEUE)
+        await bus.serve(
+            Subject.QUERY_INDEX_BATCH, IndexBatchRequest, service.index_batch, queue=QUEUE
+        )
         await bus.serve(Subject.QUERY_SEARCH, SearchRequest, service.search, queue=QUEUE)
         await bus.serve(Subject.QUERY_LOCATE, LocateRequest, service.locate, queue=QUEUE)
         await bus.serve(Subject.QUERY_METADATA, MetadataRequest, service.metadata, queue=QUEUE)

@@ -2,9 +2,10 @@
 
 One connection in WAL mode, shared by the worker threads the service runs it on and guarded by
 a lock (SQLite connections are not safe for concurrent use). Writes are one transaction per
-instance, so an instance is visible with its study and series rows or not at all (ARCHITECTURE
-invariant 2). Searches run the compiled key query and read the page's stored JSON inside one
-read transaction, so a page is a consistent snapshot.
+batch of instances (``upsert_many``: a STOW request's), so an instance is visible with its
+study and series rows or not at all (ARCHITECTURE invariant 2). Searches run the compiled key
+query and read the page's stored JSON inside one read transaction, so a page is a consistent
+snapshot.
 
 The schema carries a version (``PRAGMA user_version``). An index written by an older version is
 rebuilt in place on opening, from the instance JSON and records it keeps: the index is derived
@@ -80,6 +81,17 @@ def _study_columns(split: LevelSplit) -> tuple[Any, ...]:
         first(keys, "00080030"),
         first(keys, "00080020:U"),
         first(keys, "00200010"),
+    )
+
+
+def _index_reply(previous: tuple[str, str, str, str] | None) -> IndexReply:
+    if previous is None:
+        return IndexReply(indexed=True)
+    return IndexReply(
+        indexed=True,
+        replaced=True,
+        previous_object_key=previous[2],
+        previous_sidecar_key=previous[3],
     )
 
 
@@ -206,16 +218,16 @@ class SqliteIndex:
         The reply names the objects of the instance replaced, so the store can delete them
         when their keys differ from the new ones.
         """
+        return self.upsert_many([(record, metadata)])[0]
+
+    def upsert_many(
+        self, items: Sequence[tuple[InstanceRecord, Mapping[str, Any]]]
+    ) -> list[IndexReply]:
+        """``upsert`` each (record, metadata) in order, in one transaction: a STOW request's
+        instances become visible together, and pay for one commit instead of one each."""
         with self._lock, self._transaction() as db:
-            previous = self._write(db, record, metadata)
-        if previous is None:
-            return IndexReply(indexed=True)
-        return IndexReply(
-            indexed=True,
-            replaced=True,
-            previous_object_key=previous[2],
-            previous_sidecar_key=previous[3],
-        )
+            previous = [self._write(db, record, metadata) for record, metadata in items]
+        return [_index_reply(replaced) for replaced in previous]
 
     def _write(
         self, db: sqlite3.Connection, record: InstanceRecord, metadata: Mapping[str, Any]

@@ -1,6 +1,8 @@
-"""Ingest one STOW part: validate, place, record, announce, index (PS3.18 §10.5).
+"""Ingest STOW parts: validate, place, record, announce, index (PS3.18 §10.5).
 
-The gateway has already streamed the part into ``incoming/`` (claim check). Here the store
+The gateway has already streamed the parts into ``incoming/`` (claim check) and sends them
+one (``store.ingest``) or a batch of a request's parts (``store.ingest_batch``) at a time.
+Here the store
 
 1. parses the header by ranged reads in a worker thread (``analysis.analyze_instance``),
 2. applies the duplicate policy when the SOP Instance is already stored (see below),
@@ -12,6 +14,14 @@ The gateway has already streamed the part into ``incoming/`` (claim check). Here
 so an instance is visible only once its bytes and metadata are durable (invariant 2) and is
 searchable as soon as STOW answers (invariant 3). A rejected part is deleted and reported as a
 per-instance failure, never as an exception.
+
+A batch goes through those steps together, to pay the fixed costs once per batch rather than
+once per instance: the analyses run one after the other in one worker-thread call (parsing
+holds the GIL, so parallel threads would only contend for it), the existence checks likewise,
+the events are published concurrently (each still acknowledged by JetStream before the
+answer), and the instances are indexed by one ``query.index_batch`` request (one SQLite
+transaction). The order of the steps per instance is unchanged, so is what a kill at any
+moment leaves behind.
 
 Duplicates (``TESSERA_DUPLICATE_POLICY``): the same bytes stored twice always succeed — a
 retried STOW is idempotent and keeps the first ``stored_at``. Other bytes under an existing
@@ -26,11 +36,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from enum import StrEnum
 from weakref import WeakValueDictionary
 
-import orjson
 from pydantic import ValidationError
 
 from tessera_common.blobstore import BlobNotFoundError, BlobStore
@@ -38,9 +49,12 @@ from tessera_common.bus import Bus
 from tessera_common.errors import ErrorCode, FailureReason, TesseraError
 from tessera_common.layout import INCOMING_PREFIX, instance_object_key, sidecar_key
 from tessera_common.messages import (
-    INLINE_RECORD_BYTES,
+    IndexBatchReply,
+    IndexBatchRequest,
     IndexReply,
     IndexRequest,
+    IngestBatchReply,
+    IngestBatchRequest,
     IngestRequest,
     InstanceOutcome,
     InstanceRecord,
@@ -49,8 +63,17 @@ from tessera_common.messages import (
 )
 
 from .analysis import InstanceAnalysis, InstanceRejectedError, analyze_instance
+from .batching import index_message as index_message  # re-exported (maintenance.py)
+from .batching import index_pages, rounds, settled
 
 log = logging.getLogger(__name__)
+#: Instances of a batch moved into place (rename, sidecar) at once. On a local filesystem the
+#: renames and file creations of one directory serialize on its lock, and concurrent ones
+#: spin for it (CPU spent for nothing); an object store copies server-side, in parallel.
+PLACEMENTS_LOCAL = 1
+PLACEMENTS_REMOTE = 8
+#: Instances one worker-thread call analyses, one after the other (see ``_prepare_all``).
+ANALYSIS_CHUNK = 16
 
 
 class DuplicatePolicy(StrEnum):
@@ -81,14 +104,6 @@ def build_record(
     )
 
 
-def index_message(record: InstanceRecord) -> InstanceRecord:
-    """``record`` as sent in ``query.index``: large metadata travels by reference (the sidecar)
-    so the message stays small (ARCHITECTURE invariant 6)."""
-    if record.metadata is None or len(orjson.dumps(record.metadata)) <= INLINE_RECORD_BYTES:
-        return record
-    return record.model_copy(update={"metadata": None})
-
-
 class InstanceLocks:
     """One lock per SOP Instance UID, shared by ingest and deletion in this store process, so
     that a STOW and a DELETE of one instance never interleave. Unused locks are dropped."""
@@ -112,77 +127,228 @@ class Ingestor:
         *,
         duplicates: DuplicatePolicy | str = DuplicatePolicy.OVERWRITE,
         locks: InstanceLocks | None = None,
+        placements: int = PLACEMENTS_REMOTE,
     ) -> None:
+        """``placements``: instances of a batch moved into place at once; use
+        ``PLACEMENTS_LOCAL`` on a local filesystem."""
         self._blobs = blobs
         self._bus = bus
         self._duplicates = DuplicatePolicy(duplicates)
         self._lock = locks or InstanceLocks()
+        self._placements = placements
 
     async def ingest(self, request: IngestRequest) -> InstanceOutcome:
-        if not request.upload_key.startswith(INCOMING_PREFIX):
-            raise TesseraError(ErrorCode.BAD_REQUEST, "upload key outside incoming/")
-        try:
-            analysis = await asyncio.to_thread(self._analyze, request)
-        except InstanceRejectedError as rejected:
-            await self._blobs.delete(request.upload_key)
-            log.info(
-                "rejected upload %s: %s (0x%04X)",
-                request.upload_key,
-                rejected.reason,
-                rejected.failure_reason,
+        """Ingest one part (``store.ingest``, and the assembler's instances)."""
+        (result,) = await self._ingest_all([request])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def ingest_batch(self, request: IngestBatchRequest) -> IngestBatchReply:
+        """Ingest the parts of one STOW request together (``store.ingest_batch``; see the
+        module docstring); one outcome per part, each answered only once durable and indexed."""
+        results = await self._ingest_all(request.parts)
+        return IngestBatchReply(outcomes=[_as_outcome(result) for result in results])
+
+    async def _ingest_all(
+        self, requests: Sequence[IngestRequest]
+    ) -> list[InstanceOutcome | Exception]:
+        prepared = await self._prepare_all(requests)
+        results: list[InstanceOutcome | Exception] = []
+        pending: list[tuple[int, IngestRequest, InstanceAnalysis]] = []
+        for position, (request, analysis) in enumerate(zip(requests, prepared, strict=True)):
+            if isinstance(analysis, InstanceAnalysis):
+                pending.append((position, request, analysis))
+                results.append(_PENDING)
+            else:
+                results.append(analysis)
+        for round_ in rounds(pending, key=lambda item: item[2].sop_uid):
+            outcomes = await self._store_round(
+                [(request, analysis) for _, request, analysis in round_]
             )
-            return rejected.outcome()
-        except BlobNotFoundError as exc:
-            raise TesseraError(
-                ErrorCode.BAD_REQUEST, f"upload {request.upload_key} does not exist"
-            ) from exc
-        # One ingest of a SOP Instance at a time in this process, so that two different
-        # versions racing in never both pass the duplicate check.
-        async with self._lock(analysis.sop_uid):
-            record = build_record(
-                analysis,
-                size=request.size,
-                sha256=request.sha256,
-                stored_at=datetime.now(UTC).isoformat(),
-            )
-            existing = await self._existing(record)
-            if existing is not None and not _same_bytes(existing, record):
-                if self._duplicates is DuplicatePolicy.REJECT:
-                    await self._blobs.delete(request.upload_key)
-                    return _duplicate(record)
-            elif existing is not None:
-                record = record.model_copy(update={"stored_at": existing.stored_at})
-            await self._place(request, record, existing)
-            await self._announce(record)
-            if not await self._index(record):
-                return _duplicate(record)
-        return InstanceOutcome(
-            stored=True,
-            sop_class_uid=record.sop_class_uid,
-            sop_instance_uid=record.sop_uid,
-            study_uid=record.study_uid,
-            series_uid=record.series_uid,
-            warning_reason=analysis.warning_reason,
-            reason=analysis.warning or "",
+            for (position, _, _), outcome in zip(round_, outcomes, strict=True):
+                results[position] = outcome
+        return results
+
+    async def _prepare_all(
+        self, requests: Sequence[IngestRequest]
+    ) -> list[InstanceAnalysis | InstanceOutcome | Exception]:
+        """Analyse the uploads in worker threads, ``ANALYSIS_CHUNK`` instances per thread call:
+        parsing is Python code that holds the GIL, so more threads than that only contend for
+        it (and the event loop with them). A refused instance is deleted and becomes its
+        outcome."""
+        valid = [r for r in requests if r.upload_key.startswith(INCOMING_PREFIX)]
+        chunks = [valid[i : i + ANALYSIS_CHUNK] for i in range(0, len(valid), ANALYSIS_CHUNK)]
+        analysed = iter(
+            [
+                result
+                for results in await asyncio.gather(
+                    *(asyncio.to_thread(self._analyze_many, chunk) for chunk in chunks)
+                )
+                for result in results
+            ]
         )
+        prepared: list[InstanceAnalysis | InstanceOutcome | Exception] = []
+        for request in requests:
+            if not request.upload_key.startswith(INCOMING_PREFIX):
+                prepared.append(TesseraError(ErrorCode.BAD_REQUEST, "upload key outside incoming/"))
+                continue
+            result = next(analysed)
+            if isinstance(result, InstanceRejectedError):
+                try:
+                    await self._blobs.delete(request.upload_key)
+                except Exception as exc:
+                    prepared.append(exc)
+                    continue
+                log.info(
+                    "rejected upload %s: %s (0x%04X)",
+                    request.upload_key,
+                    result.reason,
+                    result.failure_reason,
+                )
+                prepared.append(result.outcome())
+            elif isinstance(result, BlobNotFoundError):
+                prepared.append(
+                    TesseraError(
+                        ErrorCode.BAD_REQUEST, f"upload {request.upload_key} does not exist"
+                    )
+                )
+            else:
+                prepared.append(result)
+        return prepared
+
+    async def _store_round(
+        self, items: Sequence[tuple[IngestRequest, InstanceAnalysis]]
+    ) -> list[InstanceOutcome | Exception]:
+        """Place, announce and index instances of distinct SOP Instance UIDs, holding their
+        locks throughout: one ingest of a SOP Instance at a time in this process, so that two
+        versions racing in never both pass the duplicate check. Locks are taken in sorted
+        order, as deletion takes them, so the two cannot deadlock."""
+        async with AsyncExitStack() as held:
+            for sop_uid in sorted({analysis.sop_uid for _, analysis in items}):
+                await held.enter_async_context(self._lock(sop_uid))
+            stored_at = datetime.now(UTC).isoformat()
+            records = [
+                build_record(
+                    analysis, size=request.size, sha256=request.sha256, stored_at=stored_at
+                )
+                for request, analysis in items
+            ]
+            found = await asyncio.to_thread(self._existing_many, records)
+            limit = asyncio.Semaphore(self._placements)
+
+            async def place(
+                request: IngestRequest,
+                record: InstanceRecord,
+                existing: InstanceRecord | Exception | None,
+            ) -> InstanceRecord | InstanceOutcome:
+                async with limit:
+                    return await self._place_one(request, record, existing)
+
+            placed = await settled(
+                *(
+                    place(request, record, existing)
+                    for (request, _), record, existing in zip(items, records, found, strict=True)
+                )
+            )
+            records = [record for record in placed if isinstance(record, InstanceRecord)]
+            announced = await settled(*(self._announce(record) for record in records))
+            done: dict[str, bool | Exception] = {
+                record.sop_uid: failure
+                for record, failure in zip(records, announced, strict=True)
+                if isinstance(failure, Exception)
+            }
+            ready = [record for record in records if record.sop_uid not in done]
+            replies = await self._index_all(ready)
+            finished = await settled(
+                *(self._settle(record, replies[record.sop_uid]) for record in ready)
+            )
+            done.update(zip((record.sop_uid for record in ready), finished, strict=True))
+        outcomes: list[InstanceOutcome | Exception] = []
+        for (_, analysis), result in zip(items, placed, strict=True):
+            if not isinstance(result, InstanceRecord):
+                outcomes.append(result)
+                continue
+            stored = done[result.sop_uid]
+            if isinstance(stored, Exception):
+                outcomes.append(stored)
+            elif not stored:
+                outcomes.append(_duplicate(result))
+            else:
+                outcomes.append(
+                    InstanceOutcome(
+                        stored=True,
+                        sop_class_uid=result.sop_class_uid,
+                        sop_instance_uid=result.sop_uid,
+                        study_uid=result.study_uid,
+                        series_uid=result.series_uid,
+                        warning_reason=analysis.warning_reason,
+                        reason=analysis.warning or "",
+                    )
+                )
+        return outcomes
+
+    async def _place_one(
+        self,
+        request: IngestRequest,
+        record: InstanceRecord,
+        existing: InstanceRecord | Exception | None,
+    ) -> InstanceRecord | InstanceOutcome:
+        """Apply the duplicate policy, then put the object and its sidecar at their keys; the
+        record placed, or the refusal of a duplicate (``reject``)."""
+        if isinstance(existing, Exception):
+            raise existing
+        if existing is not None and not _same_bytes(existing, record):
+            if self._duplicates is DuplicatePolicy.REJECT:
+                await self._blobs.delete(request.upload_key)
+                return _duplicate(record)
+        elif existing is not None:
+            record = record.model_copy(update={"stored_at": existing.stored_at})
+        await self._place(request, record, existing)
+        return record
+
+    def _existing_many(
+        self, records: Sequence[InstanceRecord]
+    ) -> list[InstanceRecord | Exception | None]:
+        """``_existing`` of each record, in one worker-thread call: synchronous reads cost
+        less than one asynchronous object store call each (a new instance is one 404)."""
+        results: list[InstanceRecord | Exception | None] = []
+        for record in records:
+            try:
+                results.append(self._existing(record))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def _existing(self, record: InstanceRecord) -> InstanceRecord | None:
+        """The instance already stored at ``record``'s keys: its sidecar, provided the object
+        it describes is there too. A missing, unreadable or dangling sidecar is no instance
+        (storing the new bytes repairs it)."""
+        try:
+            with self._blobs.open_reader(record.sidecar_key) as fp:
+                existing = InstanceRecord.model_validate_json(fp.read())
+            with self._blobs.open_reader(record.object_key) as fp:
+                size = fp.seek(0, 2)
+        except (BlobNotFoundError, ValidationError):
+            return None
+        return existing if size == existing.size else None
+
+    def _analyze_many(
+        self, requests: Sequence[IngestRequest]
+    ) -> list[InstanceAnalysis | Exception]:
+        results: list[InstanceAnalysis | Exception] = []
+        for request in requests:
+            try:
+                results.append(self._analyze(request))
+            except Exception as exc:
+                results.append(exc)
+        return results
 
     def _analyze(self, request: IngestRequest) -> InstanceAnalysis:
         with self._blobs.open_reader(request.upload_key, size=request.size) as fp:
             return analyze_instance(
                 fp, size=request.size, expected_study_uid=request.expected_study_uid
             )
-
-    async def _existing(self, record: InstanceRecord) -> InstanceRecord | None:
-        """The instance already stored at ``record``'s keys: its sidecar, provided the object
-        it describes is there too. A missing, unreadable or dangling sidecar is no instance
-        (storing the new bytes repairs it)."""
-        existing = await self._read_record(record.sidecar_key)
-        if existing is None:
-            return None
-        info = await self._blobs.head(record.object_key)
-        if info is None or info.size != existing.size:
-            return None
-        return existing
 
     async def _place(
         self, request: IngestRequest, record: InstanceRecord, existing: InstanceRecord | None
@@ -207,11 +373,48 @@ class Ingestor:
             Subject.EVENT_INSTANCE_STORED, event, msg_id=f"{record.sop_uid}:{record.sha256}"
         )
 
-    async def _index(self, record: InstanceRecord) -> bool:
-        """Index ``record``; False when it was refused as a duplicate of an instance filed
-        under another study or series (``reject``): that one is indexed again and the
-        newcomer's objects are removed."""
-        reply = await self._request_index(record)
+    async def _index_all(
+        self, records: Sequence[InstanceRecord]
+    ) -> dict[str, IndexReply | Exception]:
+        """Index ``records`` (distinct SOP Instance UIDs) with ``query.index_batch`` requests
+        below ``PAGE_BYTES`` each; the reply (or failure) per SOP Instance UID. When a batch
+        fails for another reason than an absent or slow query service, its records are
+        indexed one by one, so that one bad record does not fail the others."""
+        replies: dict[str, IndexReply | Exception] = {}
+        for page in index_pages(records):
+            sop_uids = [record.sop_uid for record, _ in page]
+            try:
+                if len(page) == 1:
+                    # One record travels as ``query.index``, the same work in a smaller message.
+                    single = await self._request_index(page[0][0])
+                    reply = IndexBatchReply(replies=[single])
+                else:
+                    reply = await self._bus.request(
+                        Subject.QUERY_INDEX_BATCH,
+                        IndexBatchRequest(records=[message for _, message in page]),
+                        IndexBatchReply,
+                    )
+                if len(reply.replies) != len(page):
+                    raise TesseraError(ErrorCode.INTERNAL, "index batch reply of another length")
+                replies.update(zip(sop_uids, reply.replies, strict=True))
+            except TesseraError as exc:
+                if exc.code in {ErrorCode.TIMEOUT, ErrorCode.SERVICE_UNAVAILABLE}:
+                    replies.update((sop_uid, exc) for sop_uid in sop_uids)
+                    continue
+                if len(page) == 1:
+                    replies[sop_uids[0]] = exc
+                    continue
+                singles = await settled(*(self._request_index(record) for record, _ in page))
+                replies.update(zip(sop_uids, singles, strict=True))
+        return replies
+
+    async def _settle(self, record: InstanceRecord, reply: IndexReply | Exception) -> bool:
+        """Finish indexing ``record``: delete the objects of the instance it replaced under
+        other keys. False when it was refused as a duplicate of an instance filed under
+        another study or series (``reject``): that one is indexed again and the newcomer's
+        objects are removed."""
+        if isinstance(reply, Exception):
+            raise reply
         stale = [
             key
             for key in (reply.previous_object_key, reply.previous_sidecar_key)
@@ -241,6 +444,24 @@ class Ingestor:
         return await self._bus.request(
             Subject.QUERY_INDEX, IndexRequest(record=index_message(record)), IndexReply
         )
+
+
+_PENDING = InstanceOutcome(stored=False, reason="not ingested")
+
+
+def _as_outcome(result: InstanceOutcome | Exception) -> InstanceOutcome:
+    """A part's outcome in a batch reply; an error inside Tessera fails that part only."""
+    if isinstance(result, InstanceOutcome):
+        return result
+    if isinstance(result, TesseraError):
+        failure = failure_for_bus_error(result)
+        return InstanceOutcome(stored=False, failure_reason=int(failure), reason=result.reason)
+    log.error("ingest of a part failed", exc_info=result)
+    return InstanceOutcome(
+        stored=False,
+        failure_reason=int(FailureReason.PROCESSING_FAILURE),
+        reason=f"{type(result).__name__} while storing the instance; retry later",
+    )
 
 
 def _same_bytes(existing: InstanceRecord, record: InstanceRecord) -> bool:

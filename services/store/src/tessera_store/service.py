@@ -13,6 +13,7 @@ from tessera_common.bus import Bus
 from tessera_common.messages import (
     AssembleRequest,
     DeleteRequest,
+    IngestBatchRequest,
     IngestRequest,
     Ping,
     Pong,
@@ -24,12 +25,14 @@ from tessera_common.telemetry import setup_tracing
 from tessera_common.traced import TracedBlobStore
 
 from .delete import Deleter
-from .ingest import Ingestor, InstanceLocks
+from .ingest import PLACEMENTS_LOCAL, PLACEMENTS_REMOTE, Ingestor, InstanceLocks
 from .metadata_ingest import Assembler
 from .orphans import collecting_orphans
 
 log = logging.getLogger(__name__)
 QUEUE = "store"
+#: ``store.ingest_batch`` requests handled at once; each ingests its parts concurrently.
+INGEST_BATCH_CONCURRENCY = 8
 
 
 def quiet_pydicom() -> None:
@@ -52,7 +55,13 @@ async def run(settings: Settings) -> None:
     try:
         await bus.ensure_streams()
         locks = InstanceLocks()
-        ingestor = Ingestor(blobs, bus, duplicates=settings.duplicate_policy, locks=locks)
+        ingestor = Ingestor(
+            blobs,
+            bus,
+            duplicates=settings.duplicate_policy,
+            locks=locks,
+            placements=PLACEMENTS_LOCAL if settings.blob_backend == "local" else PLACEMENTS_REMOTE,
+        )
         deleter = Deleter(blobs, bus, locks)
 
         async def ping(_: Ping) -> Pong:
@@ -60,6 +69,13 @@ async def run(settings: Settings) -> None:
             return Pong(service="store", ready=True)
 
         await bus.serve(Subject.STORE_INGEST, IngestRequest, ingestor.ingest, queue=QUEUE)
+        await bus.serve(
+            Subject.STORE_INGEST_BATCH,
+            IngestBatchRequest,
+            ingestor.ingest_batch,
+            queue=QUEUE,
+            concurrency=INGEST_BATCH_CONCURRENCY,
+        )
         await bus.serve(Subject.STORE_DELETE, DeleteRequest, deleter.delete, queue=QUEUE)
         assembler = Assembler(blobs, ingestor)
         await bus.serve(Subject.STORE_ASSEMBLE, AssembleRequest, assembler.assemble, queue=QUEUE)
