@@ -31,6 +31,7 @@ from tessera_common.telemetry import setup_tracing
 from tessera_gateway.observability import observability_middleware
 
 CT_SMALL = Path(pydicom.data.__file__).parent / "test_files" / "CT_small.dcm"
+MR_SMALL = Path(pydicom.data.__file__).parent / "test_files" / "MR_small.dcm"
 READY_TIMEOUT = 30.0
 
 Client = TestClient[web.Request, web.Application]
@@ -145,3 +146,29 @@ async def test_one_stow_is_one_trace_through_gateway_store_and_query(
             ancestor = by_id[ancestor.parent.span_id]
         assert ancestor is http, f"{span.name} hangs off the gateway's request span"
     assert handled(Subject.STORE_INGEST) == ingested_before + 1
+
+
+async def test_the_event_consumer_continues_the_stow_trace(
+    gateway: Client, exporter: InMemorySpanExporter
+) -> None:
+    """The query service's JetStream consumer (catch-up indexing) processes each stored
+    event in a CONSUMER span of the trace of the STOW that published it."""
+    body, content_type = multipart_body([MR_SMALL.read_bytes()])
+    exporter.clear()
+    response = await gateway.post(
+        "/dicom-web/studies",
+        data=body,
+        headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
+    )
+    assert response.status == 200, await response.text()
+    name = f"{Subject.EVENT_INSTANCE_STORED} process"
+    for _ in range(200):  # the consumer waits CATCH_UP_DELAY (2 s) before it looks
+        spans = list(exporter.get_finished_spans())
+        consumed = [span for span in spans if span.name == name]
+        if consumed:
+            break
+        await asyncio.sleep(0.05)
+    assert consumed, "no consumer span"
+    (http,) = [span for span in spans if span.kind is SpanKind.SERVER and span.parent is None]
+    assert consumed[0].kind is SpanKind.CONSUMER
+    assert consumed[0].context.trace_id == http.context.trace_id

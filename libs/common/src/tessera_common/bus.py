@@ -139,13 +139,15 @@ class Bus:
     def connected(self) -> bool:
         return bool(self._nc.is_connected)
 
-    async def ensure_streams(self) -> None:
-        """Create the durable event stream (JetStream file storage) if it does not exist."""
+    async def ensure_streams(self, replicas: int = 1) -> None:
+        """Create the durable event stream (JetStream file storage) if it does not exist,
+        with ``replicas`` copies (``TESSERA_STREAM_REPLICAS``: 3 on a NATS cluster)."""
         config = StreamConfig(
             name=EVENTS_STREAM,
             subjects=list(EVENTS_SUBJECTS),
             storage=StorageType.FILE,
             max_age=7 * 24 * 3600,
+            num_replicas=replicas,
         )
         try:
             await self._js.stream_info(EVENTS_STREAM)

@@ -70,6 +70,14 @@ class Settings(BaseSettings):
         "(measured: 2 processes x 1 thread render 2.4x what 1 x 1 does, 1 x 2 threads 1.5x)",
     )
 
+    stream_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="copies JetStream keeps of Tessera's streams (events, audit); 1 in embedded "
+        "mode, 3 on a NATS cluster (docs/DEPLOY.md)",
+    )
+
     nats_url: str = "nats://127.0.0.1:4222"
     request_timeout: float = Field(default=60.0, description="seconds a bus request may take")
 

@@ -122,10 +122,12 @@ class AuditTrail:
         max_age_days: float = 90.0,
         max_bytes: int = 1024**3,
         queue_size: int = QUEUE_SIZE,
+        replicas: int = 1,
     ) -> None:
         self._bus = bus
         self._max_age_days = max_age_days
         self._max_bytes = max_bytes
+        self._replicas = replicas
         self._queue: asyncio.Queue[AuditEvent] = asyncio.Queue(maxsize=queue_size)
         self._publishers: list[asyncio.Task[None]] = []
         self._durable = False
@@ -133,7 +135,10 @@ class AuditTrail:
     @classmethod
     def from_settings(cls, settings: Settings, bus: Bus | None) -> AuditTrail:
         return cls(
-            bus, max_age_days=settings.audit_max_age_days, max_bytes=settings.audit_max_bytes
+            bus,
+            max_age_days=settings.audit_max_age_days,
+            max_bytes=settings.audit_max_bytes,
+            replicas=settings.stream_replicas,
         )
 
     async def start(self) -> None:
@@ -176,6 +181,7 @@ class AuditTrail:
             max_age=self._max_age_days * 86400,
             max_bytes=self._max_bytes,
             discard=DiscardPolicy.OLD,
+            num_replicas=self._replicas,
         )
         try:
             try:

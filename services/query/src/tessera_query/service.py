@@ -16,6 +16,7 @@ from typing import Any
 
 import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry import trace
 
 from tessera_common.blobstore import BlobNotFoundError, BlobStore, open_blob_store
 from tessera_common.bus import Bus
@@ -41,7 +42,7 @@ from tessera_common.messages import (
 )
 from tessera_common.metrics import serving_metrics
 from tessera_common.settings import Settings
-from tessera_common.telemetry import setup_tracing
+from tessera_common.telemetry import extract_context, setup_tracing, tracer
 from tessera_common.traced import TracedBlobStore, traced_index
 
 from .index import Index, ThreadedIndex
@@ -139,6 +140,9 @@ def _not_found(request: LocateRequest | MetadataRequest) -> str:
     return f"study {request.study_uid} not found"
 
 
+CONSUMER_TRACER = tracer(__name__)
+
+
 async def follow_events(bus: Bus, service: QueryService) -> None:
     """Consume ``events.instance.stored`` with a durable pull consumer, forever."""
     subscription = await bus.jetstream.pull_subscribe(
@@ -163,7 +167,15 @@ async def follow_events(bus: Bus, service: QueryService) -> None:
             continue
         for message in messages:
             try:
-                await service.on_event(InstanceStoredEvent.model_validate_json(message.data))
+                # The event's span continues the trace of the STOW that published it.
+                with CONSUMER_TRACER.start_as_current_span(
+                    f"{Subject.EVENT_INSTANCE_STORED} process",
+                    context=extract_context(message.headers),
+                    kind=trace.SpanKind.CONSUMER,
+                    attributes={"messaging.system": "nats", "messaging.operation": "process"},
+                ):
+                    event = InstanceStoredEvent.model_validate_json(message.data)
+                    await service.on_event(event)
             except Exception:
                 log.exception("indexing from the event stream failed; will be redelivered")
                 await message.nak(delay=2)
@@ -196,7 +208,7 @@ async def run(settings: Settings) -> None:
     service = QueryService(index, blobs)
     follower: asyncio.Task[None] | None = None
     try:
-        await bus.ensure_streams()
+        await bus.ensure_streams(settings.stream_replicas)
         await bus.serve(Subject.QUERY_INDEX, IndexRequest, service.index, queue=QUEUE)
         await bus.serve(
             Subject.QUERY_INDEX_BATCH, IndexBatchRequest, service.index_batch, queue=QUEUE

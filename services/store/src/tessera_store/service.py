@@ -53,7 +53,7 @@ async def run(settings: Settings) -> None:
         settings.nats_url, name="tessera-store", request_timeout=settings.request_timeout
     )
     try:
-        await bus.ensure_streams()
+        await bus.ensure_streams(settings.stream_replicas)
         locks = InstanceLocks()
         ingestor = Ingestor(
             blobs,
