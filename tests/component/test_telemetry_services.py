@@ -101,6 +101,16 @@ async def wait_ready(client: Client, services: list[asyncio.Task[None]]) -> None
     raise TimeoutError("store and query did not become ready")
 
 
+async def stow(gateway: Client, path: Path) -> None:
+    body, content_type = multipart_body([await asyncio.to_thread(path.read_bytes)])
+    response = await gateway.post(
+        "/dicom-web/studies",
+        data=body,
+        headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
+    )
+    assert response.status == 200, await response.text()
+
+
 def handled(subject: str) -> float:
     labels = {"subject": subject, "outcome": "ok"}
     return REGISTRY.get_sample_value("tessera_bus_handler_duration_seconds_count", labels) or 0.0
@@ -109,15 +119,9 @@ def handled(subject: str) -> float:
 async def test_one_stow_is_one_trace_through_gateway_store_and_query(
     gateway: Client, exporter: InMemorySpanExporter
 ) -> None:
-    body, content_type = multipart_body([CT_SMALL.read_bytes()])
     ingested_before = handled(Subject.STORE_INGEST)
     exporter.clear()
-    response = await gateway.post(
-        "/dicom-web/studies",
-        data=body,
-        headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
-    )
-    assert response.status == 200, await response.text()
+    await stow(gateway, CT_SMALL)
 
     expected = {
         ("POST /dicom-web/studies", SpanKind.SERVER),  # gateway
@@ -153,14 +157,8 @@ async def test_the_event_consumer_continues_the_stow_trace(
 ) -> None:
     """The query service's JetStream consumer (catch-up indexing) processes each stored
     event in a CONSUMER span of the trace of the STOW that published it."""
-    body, content_type = multipart_body([MR_SMALL.read_bytes()])
     exporter.clear()
-    response = await gateway.post(
-        "/dicom-web/studies",
-        data=body,
-        headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
-    )
-    assert response.status == 200, await response.text()
+    await stow(gateway, MR_SMALL)
     name = f"{Subject.EVENT_INSTANCE_STORED} process"
     for _ in range(200):  # the consumer waits CATCH_UP_DELAY (2 s) before it looks
         spans = list(exporter.get_finished_spans())
