@@ -191,6 +191,15 @@ def test_deflate_bomb_is_a_per_instance_failure(tessera: RunningTessera) -> None
     assert requests.get(f"{tessera.health_root}/healthz", timeout=10).status_code == 200
 
 
+def _http_in_flight(tessera: RunningTessera) -> float:
+    """The gateway's ``tessera_http_requests_in_flight`` (this /metrics request included)."""
+    text = requests.get(f"{tessera.health_root}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith("tessera_http_requests_in_flight"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("the gateway exports no tessera_http_requests_in_flight")
+
+
 def test_graceful_shutdown_finishes_in_flight_and_refuses_new(tessera: RunningTessera) -> None:
     (instance,) = ct_series(1, seed=11, rows=32, columns=32)
     body, content_type = multipart_body([instance.data])
@@ -213,9 +222,15 @@ def test_graceful_shutdown_finishes_in_flight_and_refuses_new(tessera: RunningTe
             timeout=60,
         )
 
+    idle = _http_in_flight(tessera)
     poster = threading.Thread(target=post)
     poster.start()
     assert sent_first.wait(10)
+    # The STOW must be in the gateway's hands (not only sent) before SIGTERM, else there is
+    # nothing in flight to drain and the gateway stops at once.
+    deadline = time.monotonic() + 10
+    while _http_in_flight(tessera) <= idle and time.monotonic() < deadline:
+        time.sleep(0.02)
     os.kill(tessera.child_pids()["gateway"], signal.SIGTERM)
     time.sleep(0.2)
     refused = requests.get(f"{tessera.root}/studies", timeout=10)
