@@ -120,7 +120,7 @@ async def test_slow_handler_times_out(bus: Bus) -> None:
 
 
 async def test_trace_context_crosses_the_bus(bus: Bus) -> None:
-    setup_tracing("tessera-test")
+    setup_tracing("tessera-test", environ={"OTEL_TRACES_SAMPLER": "always_on"})
     seen: list[int] = []
 
     async def handle(_: Ping) -> Pong:

@@ -42,7 +42,7 @@ GATEWAY_BUS = web.AppKey("bus", Bus)
 
 @pytest.fixture(scope="module")
 def spans() -> InMemorySpanExporter:
-    setup_tracing("tessera-test", environ={})
+    setup_tracing("tessera-test", environ={"OTEL_TRACES_SAMPLER": "always_on"})
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider), "setup_tracing installs the SDK provider"
     exporter = InMemorySpanExporter()

@@ -39,7 +39,7 @@ Client = TestClient[web.Request, web.Application]
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def exporter() -> InMemorySpanExporter:
-    setup_tracing("tessera-test", environ={})
+    setup_tracing("tessera-test", environ={"OTEL_TRACES_SAMPLER": "always_on"})
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)
     memory = InMemorySpanExporter()

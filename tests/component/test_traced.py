@@ -29,7 +29,7 @@ PATIENT = "DOE^JANE"
 
 @pytest.fixture(scope="module")
 def exporter() -> InMemorySpanExporter:
-    setup_tracing("tessera-test", environ={})
+    setup_tracing("tessera-test", environ={"OTEL_TRACES_SAMPLER": "always_on"})
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)
     memory = InMemorySpanExporter()

@@ -7,7 +7,7 @@ import logging
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from tessera_common.telemetry import TraceContextFilter, TracingConfig, tracing_config
+from tessera_common.telemetry import TraceContextFilter, TracingConfig, sampler, tracing_config
 
 COLLECTOR = "http://otel-collector:4318"
 
@@ -98,3 +98,26 @@ def test_log_records_carry_the_trace_id() -> None:
         context = span.get_span_context()
     assert inside.trace_id == format(context.trace_id, "032x")
     assert inside.span_id == format(context.span_id, "016x")
+
+
+@pytest.mark.parametrize(
+    ("environ", "records"),
+    [
+        ({}, False),
+        ({"OTEL_TRACES_EXPORTER": "console"}, True),
+        ({"OTEL_TRACES_SAMPLER": "always_on"}, True),
+    ],
+    ids=["no-exporter-no-recording", "exporter-records", "sampler-asked-for"],
+)
+def test_spans_are_recorded_only_when_somebody_can_see_them(
+    environ: dict[str, str], records: bool
+) -> None:
+    """Without an exporter nothing records spans, yet they keep ids for the logs and for
+    propagation to the next service."""
+    chosen = sampler(tracing_config("tessera-store", environ), environ)
+    with TracerProvider(sampler=chosen).get_tracer("t").start_as_current_span("work") as span:
+        assert span.is_recording() is records
+        assert span.get_span_context().is_valid
+        record = logging.LogRecord("t", logging.INFO, __file__, 1, "message", None, None)
+        TraceContextFilter().filter(record)
+    assert record.trace_id == format(span.get_span_context().trace_id, "032x")
