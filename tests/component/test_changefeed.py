@@ -32,7 +32,7 @@ from tests.support.archive import (
 )
 
 from tessera_common.blobstore import open_blob_store
-from tessera_common.messages import DeleteRequest, IndexDeleteRequest, MetadataRequest, Subject
+from tessera_common.messages import DeleteRequest, Subject
 from tessera_common.settings import Settings
 from tessera_gateway.app import build_app
 from tessera_gateway.changefeed_log import EventLog
@@ -54,7 +54,6 @@ from tessera_gateway.webhooks import (
     signature,
     webhook_targets,
 )
-from tessera_query.service import QueryService
 from tessera_store.delete import Deleter
 from tessera_store.ingest import InstanceLocks
 
@@ -192,9 +191,6 @@ class Deployment:
 async def _serve_store(archive: Archive) -> None:
     """The handlers DELETE needs beyond those ``running_archive`` serves."""
     bus, blobs = archive.bus, archive.blobs
-    service = QueryService(archive.index, blobs)
-    await bus.serve(Subject.QUERY_METADATA, MetadataRequest, service.metadata, queue="query")
-    await bus.serve(Subject.QUERY_DELETE, IndexDeleteRequest, service.delete, queue="query")
     deleter = Deleter(blobs, bus, InstanceLocks())
     await bus.serve(Subject.STORE_DELETE, DeleteRequest, deleter.delete, queue="store")
 

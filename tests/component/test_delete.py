@@ -30,14 +30,11 @@ from tests.support.http import multipart_body
 from tessera_common.blobstore import open_blob_store
 from tessera_common.messages import (
     DeleteRequest,
-    IndexDeleteRequest,
     IngestBatchRequest,
     IngestRequest,
     InstanceDeletedEvent,
     InstanceStoredEvent,
     LocateRequest,
-    MetadataRequest,
-    SearchRequest,
     Subject,
 )
 from tessera_common.settings import Settings
@@ -76,10 +73,6 @@ async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
     blobs = open_blob_store(settings)
     async with running_archive(tmp_path, blobs, settings=settings) as archive:
         bus = archive.bus
-        service = QueryService(archive.index, blobs)
-        await bus.serve(Subject.QUERY_SEARCH, SearchRequest, service.search, queue="query")
-        await bus.serve(Subject.QUERY_METADATA, MetadataRequest, service.metadata, queue="query")
-        await bus.serve(Subject.QUERY_DELETE, IndexDeleteRequest, service.delete, queue="query")
         deleter = Deleter(blobs, bus, InstanceLocks())
         await bus.serve(Subject.STORE_INGEST, IngestRequest, archive.ingestor.ingest, queue="store")
         await bus.serve(

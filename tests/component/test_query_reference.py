@@ -12,7 +12,7 @@ from tests.support.async_mongomock import AsyncDatabase
 from tests.support.qido_corpus import corpus
 from tests.support.qido_reference import CASES, QueryCase, found_names
 
-from tessera_common.messages import LocateRequest, QueryLevel
+from tessera_common.messages import LocateRequest, QueryLevel, contents_digest
 from tessera_common.qido import parse_search
 from tessera_query.index import Index, ThreadedIndex
 from tessera_query.mongo_index import MongoIndex
@@ -207,3 +207,33 @@ async def test_upsert_many_applies_in_order(backend: str, tmp_path: Path) -> Non
         assert gone.instances == []
     finally:
         await index.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_contents_digest_is_the_located_instances(
+    indexes: dict[str, Index], backend: str
+) -> None:
+    """``contents`` counts and digests exactly what ``locate`` lists, in its order, at study,
+    series and instance level; a UID that names nothing has count 0."""
+    index = indexes[backend]
+    doe = corpus().uid(QueryLevel.STUDY, "doe")
+    located = (await index.locate(LocateRequest(study_uid=doe))).instances
+    first = located[0]
+    for request, expected in [
+        (LocateRequest(study_uid=doe), located),
+        (
+            LocateRequest(study_uid=doe, series_uid=first.series_uid),
+            [i for i in located if i.series_uid == first.series_uid],
+        ),
+        (
+            LocateRequest(study_uid=doe, series_uid=first.series_uid, sop_uid=first.sop_uid),
+            [first],
+        ),
+    ]:
+        contents = await index.contents(request)
+        assert contents.count == len(expected)
+        assert contents.digest == contents_digest((i.sop_uid, i.sha256) for i in expected)
+    assert (await index.contents(LocateRequest(study_uid="1.2.3.999"))).count == 0
+    assert await indexes["sqlite"].contents(LocateRequest(study_uid=doe)) == await indexes[
+        "mongomock"
+    ].contents(LocateRequest(study_uid=doe))

@@ -25,21 +25,16 @@ from tessera_common.blobstore import BlobStore
 from tessera_common.bus import Bus
 from tessera_common.layout import incoming_key
 from tessera_common.messages import (
-    IndexBatchRequest,
-    IndexRequest,
     IngestBatchRequest,
     IngestRequest,
     InstanceOutcome,
-    LocateRequest,
-    Ping,
     QueryLevel,
     SearchRequest,
-    Subject,
 )
 from tessera_common.qido import parse_search
 from tessera_common.settings import Settings
 from tessera_query.index import Index
-from tessera_query.service import QueryService, open_index
+from tessera_query.service import QueryService, open_index, serve_queries
 from tessera_store.ingest import DuplicatePolicy, Ingestor
 
 ROOT = "1.2.826.0.1.3680043.8.498.77"
@@ -164,12 +159,7 @@ async def running_archive(
     try:
         await bus.ensure_streams()
         service = QueryService(index, blobs)
-        await bus.serve(Subject.QUERY_INDEX, IndexRequest, service.index, queue="query")
-        await bus.serve(
-            Subject.QUERY_INDEX_BATCH, IndexBatchRequest, service.index_batch, queue="query"
-        )
-        await bus.serve(Subject.QUERY_LOCATE, LocateRequest, service.locate, queue="query")
-        await bus.serve(Subject.QUERY_PING, Ping, service.ping, queue="query")
+        await serve_queries(bus, service)
         ingestor = Ingestor(blobs, bus, duplicates=duplicates)
         yield Archive(configured, blobs, bus, index, ingestor)
     finally:

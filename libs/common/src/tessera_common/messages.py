@@ -8,6 +8,8 @@ the 1 MiB NATS limit (ARCHITECTURE invariant 6).
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -27,6 +29,7 @@ class Subject(StrEnum):
     QUERY_SEARCH = "tessera.v1.query.search"
     QUERY_LOCATE = "tessera.v1.query.locate"
     QUERY_METADATA = "tessera.v1.query.metadata"
+    QUERY_CONTENTS = "tessera.v1.query.contents"
     QUERY_PING = "tessera.v1.query.ping"
     QUERY_DELETE = "tessera.v1.query.delete"
     EVENT_INSTANCE_STORED = "tessera.v1.events.instance.stored"
@@ -334,6 +337,24 @@ class LocatedInstance(InstanceLocation):
 class LocateReply(Message):
     instances: list[LocatedInstance]
     next_offset: int | None = None
+
+
+class ContentsReply(Message):
+    """What the study, series or instance of a ``LocateRequest`` (its paging ignored) is made
+    of: ``count`` instances, and ``digest`` (``contents_digest``) over them in retrieve order.
+    Any stored, replaced or removed instance changes the digest."""
+
+    count: int
+    digest: str
+
+
+def contents_digest(instances: Iterable[tuple[str, str]]) -> str:
+    """Hex SHA-256 over ``"\n{sop_uid}:{sha256}"`` of each (SOP Instance UID, SHA-256 of the
+    stored bytes) pair, in the order given."""
+    h = hashlib.sha256()
+    for sop_uid, sha256 in instances:
+        h.update(f"\n{sop_uid}:{sha256}".encode())
+    return h.hexdigest()
 
 
 class MetadataRequest(Message):

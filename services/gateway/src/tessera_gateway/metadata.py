@@ -7,7 +7,8 @@ one Native DICOM Model document per instance (PS3.19 Annex A.1, ``dicom_xml``).
 
 Study and series documents are cached in object storage (``cache/metadata/…``), keyed by a
 digest of what they are made of: the service root and, for every instance in retrieve order,
-its SOP Instance UID and the SHA-256 of its stored bytes, taken from ``query.locate``. A stored,
+its SOP Instance UID and the SHA-256 of its stored bytes (``query.contents`` computes that
+part from the index alone, without listing the instances). A stored,
 replaced or removed instance changes the digest, so a cached document is never stale, and the
 digest is the strong ``ETag``: ``If-None-Match`` gets 304 without reading the document. The
 plain and gzip forms are both cached (RFC 9110 §8.4: ``Content-Encoding: gzip`` when the
@@ -22,7 +23,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import re
 import tempfile
 import zlib
 from collections import OrderedDict
@@ -35,18 +35,17 @@ from aiohttp import web
 
 from tessera_common.blobstore import BlobNotFoundError, BlobStore
 from tessera_common.errors import ErrorCode, TesseraError
-from tessera_common.messages import LocatedInstance, MetadataReply, MetadataRequest, Subject
+from tessera_common.messages import ContentsReply, MetadataReply, MetadataRequest, Subject
 
 from .context import BLOBS, BUS, optional_path_uid, path_uid, service_root
 from .dicom_xml import to_xml
-from .instances import MultipartWriter, accept_items, locate_list, locate_request
+from .instances import MultipartWriter, accept_items, locate_request
 from .negotiation import AcceptItem, parse_accept, quality
 
 JSON_TYPES = ("application/dicom+json", "application/json")
 XML_TYPE = "application/dicom+xml"
 CACHE_PREFIX = "cache/metadata/"
 BULKDATA_KEY = b'"BulkDataURI":"'
-_SOP_INSTANCE_UID = re.compile(rb'"00080018":\{"vr":"UI","Value":\["([0-9.]+)"')
 _SPOOL_BYTES = 8 * 1024 * 1024
 _GZIP_LEVEL = 4
 _MEMORY_CACHE_BYTES = 128 * 1024 * 1024
@@ -136,12 +135,15 @@ def accepts_gzip(header: str | None) -> bool:
     return weights.get("gzip", weights.get("x-gzip", weights.get("*", 0.0))) > 0
 
 
-def digest(root: str, instances: Sequence[LocatedInstance]) -> str:
+def digest(root: str, contents: ContentsReply) -> str:
     """What a study or series document is made of (see the module docstring)."""
-    h = hashlib.sha256(root.encode())
-    for instance in instances:
-        h.update(f"\n{instance.sop_uid}:{instance.sha256}".encode())
-    return h.hexdigest()
+    return hashlib.sha256(f"{root}\n{contents.digest}".encode()).hexdigest()
+
+
+async def _contents(request: web.Request) -> ContentsReply:
+    return await request.app[BUS].request(
+        Subject.QUERY_CONTENTS, locate_request(request), ContentsReply
+    )
 
 
 def etag(document_digest: str, *, gzip: bool) -> str:
@@ -163,8 +165,8 @@ async def metadata(request: web.Request) -> web.StreamResponse:
     if form.xml:
         return await _xml(request)
     root = service_root(request)
-    instances = await locate_list(request, locate_request(request))
-    document_digest = digest(root, instances)
+    contents = await _contents(request)
+    document_digest = digest(root, contents)
     tag = etag(document_digest, gzip=form.gzip)
     headers = {
         "ETag": tag,
@@ -185,7 +187,7 @@ async def metadata(request: web.Request) -> web.StreamResponse:
     cached = await _cached(request, key + (".json.gz" if form.gzip else ".json"))
     if cached is not None:
         return web.Response(body=cached, headers=headers)
-    return await _build(request, root, key, instances, form, headers)
+    return await _build(request, root, key, contents, form, headers)
 
 
 def _cache_key(request: web.Request, document_digest: str) -> str:
@@ -251,12 +253,12 @@ async def _build(
     request: web.Request,
     root: str,
     key: str,
-    instances: Sequence[LocatedInstance],
+    contents: ContentsReply,
     form: Form,
     headers: dict[str, str],
 ) -> web.StreamResponse:
-    """Stream the document while spooling both forms, then cache them if the pages held
-    exactly the located instances (an instance stored or removed in between would make the
+    """Stream the document while spooling both forms, then cache them if the contents did not
+    change while the pages were read (an instance stored or removed in between would make the
     document disagree with its digest: then it is served but not cached)."""
     response = web.StreamResponse(headers=headers)
     response.enable_chunked_encoding()
@@ -265,17 +267,15 @@ async def _build(
     plain = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115
     packed = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115
     compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)
-    seen: list[bytes] = []
+    documents = 0
     keep = False
     try:
         separator = b"["
         async for page in _pages(request):
             chunk = bytearray()
             for document in page.documents:
-                data = _absolute(document, bulk_prefix)
-                found = _SOP_INSTANCE_UID.search(data)
-                seen.append(found.group(1) if found else b"")
-                chunk += separator + data
+                chunk += separator + _absolute(document, bulk_prefix)
+                documents += 1
                 separator = b","
             gz = await asyncio.to_thread(compressor.compress, bytes(chunk))
             plain.write(chunk)
@@ -287,7 +287,7 @@ async def _build(
         packed.write(gz_tail)
         await response.write(gz_tail if form.gzip else tail)
         await response.write_eof()
-        keep = seen == [i.sop_uid.encode() for i in instances]
+        keep = documents == contents.count and (await _contents(request)) == contents
     finally:
         if keep:
             task = asyncio.create_task(_store(request.app[BLOBS], key, plain, packed))

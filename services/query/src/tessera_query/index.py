@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from tessera_common.messages import (
+    ContentsReply,
     IndexReply,
     InstanceRecord,
     LocatedInstance,
@@ -60,6 +61,10 @@ class Index(Protocol):
         """The stored objects of a study, series or instance, for WADO-RS retrieval."""
         ...
 
+    async def contents(self, req: LocateRequest) -> ContentsReply:
+        """How many instances ``req`` names, and their ``contents_digest`` in retrieve order."""
+        ...
+
     async def instance_metadata(self, sop_uid: str) -> str | None:
         """The instance's full DICOM JSON as stored, or None when it is not indexed."""
         ...
@@ -86,6 +91,7 @@ class BlockingIndex(Protocol):
     def contains(self, sop_uid: str, sha256: str) -> bool: ...
     def search(self, req: SearchRequest) -> SearchReply: ...
     def locate(self, req: LocateRequest) -> LocateReply: ...
+    def contents(self, req: LocateRequest) -> ContentsReply: ...
     def instance_metadata(self, sop_uid: str) -> str | None: ...
     def metadata_page(self, req: MetadataRequest) -> MetadataReply: ...
     def ping(self) -> bool: ...
@@ -117,6 +123,9 @@ class ThreadedIndex:
 
     async def locate(self, req: LocateRequest) -> LocateReply:
         return await asyncio.to_thread(self.blocking.locate, req)
+
+    async def contents(self, req: LocateRequest) -> ContentsReply:
+        return await asyncio.to_thread(self.blocking.contents, req)
 
     async def instance_metadata(self, sop_uid: str) -> str | None:
         return await asyncio.to_thread(self.blocking.instance_metadata, sop_uid)

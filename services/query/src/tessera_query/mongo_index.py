@@ -27,6 +27,7 @@ import orjson
 
 from tessera_common.dicom_json import JsonDataset, element, subset, tag_key
 from tessera_common.messages import (
+    ContentsReply,
     IndexReply,
     InstanceRecord,
     LocatedInstance,
@@ -37,6 +38,7 @@ from tessera_common.messages import (
     QueryLevel,
     SearchReply,
     SearchRequest,
+    contents_digest,
 )
 from tessera_common.qido import (
     RELATIONAL_SERIES_ATTRIBUTES,
@@ -347,17 +349,23 @@ class MongoIndex:
             documents.append(document)
         return MetadataReply(documents=documents)
 
+    async def contents(self, req: LocateRequest) -> ContentsReply:
+        """As ``SqliteIndex.contents``."""
+        found = await (
+            self._instances.find(_locate_selector(req), {"sha256": 1})
+            .sort(RETRIEVE_ORDER)
+            .to_list(None)
+        )
+        return ContentsReply(
+            count=len(found), digest=contents_digest((d["_id"], d["sha256"]) for d in found)
+        )
+
     async def locate(self, req: LocateRequest) -> LocateReply:
         limit = min(max(req.limit, 1), MAX_LOCATE_LIMIT)
-        selector: dict[str, Any] = {"study_uid": req.study_uid}
-        if req.series_uid is not None:
-            selector["series_uid"] = req.series_uid
-        if req.sop_uid is not None:
-            selector["_id"] = req.sop_uid
         projection = dict.fromkeys(LOCATE_COLUMNS, 1)
         found = (
-            await self._instances.find(selector, projection)
-            .sort([("series_number", 1), ("series_uid", 1), ("number", 1), ("_id", 1)])
+            await self._instances.find(_locate_selector(req), projection)
+            .sort(RETRIEVE_ORDER)
             .skip(req.offset)
             .limit(limit + 1)
             .to_list(None)
@@ -596,3 +604,16 @@ class MongoIndex:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
+
+
+#: Retrieve order (series number, then instance number), as ``sql.compile_locate``.
+RETRIEVE_ORDER = [("series_number", 1), ("series_uid", 1), ("number", 1), ("_id", 1)]
+
+
+def _locate_selector(req: LocateRequest) -> dict[str, Any]:
+    selector: dict[str, Any] = {"study_uid": req.study_uid}
+    if req.series_uid is not None:
+        selector["series_uid"] = req.series_uid
+    if req.sop_uid is not None:
+        selector["_id"] = req.sop_uid
+    return selector

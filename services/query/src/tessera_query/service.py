@@ -22,6 +22,7 @@ from tessera_common.blobstore import BlobNotFoundError, BlobStore, open_blob_sto
 from tessera_common.bus import Bus
 from tessera_common.errors import ErrorCode, TesseraError
 from tessera_common.messages import (
+    ContentsReply,
     IndexBatchReply,
     IndexBatchRequest,
     IndexDeleteReply,
@@ -93,6 +94,12 @@ class QueryService:
             raise TesseraError(ErrorCode.NOT_FOUND, _not_found(request))
         return reply
 
+    async def contents(self, request: LocateRequest) -> ContentsReply:
+        reply = await self._index.contents(request)
+        if reply.count == 0:
+            raise TesseraError(ErrorCode.NOT_FOUND, _not_found(request))
+        return reply
+
     async def metadata(self, request: MetadataRequest) -> MetadataReply:
         reply = await self._index.metadata_page(request)
         if not reply.documents and request.offset == 0:
@@ -138,6 +145,19 @@ def _not_found(request: LocateRequest | MetadataRequest) -> str:
     if request.series_uid:
         return f"series {request.series_uid} not found"
     return f"study {request.study_uid} not found"
+
+
+async def serve_queries(bus: Bus, service: QueryService) -> None:
+    """Answer every ``tessera.v1.query.*`` subject with ``service``, in the ``query`` queue
+    group."""
+    await bus.serve(Subject.QUERY_INDEX, IndexRequest, service.index, queue=QUEUE)
+    await bus.serve(Subject.QUERY_INDEX_BATCH, IndexBatchRequest, service.index_batch, queue=QUEUE)
+    await bus.serve(Subject.QUERY_SEARCH, SearchRequest, service.search, queue=QUEUE)
+    await bus.serve(Subject.QUERY_LOCATE, LocateRequest, service.locate, queue=QUEUE)
+    await bus.serve(Subject.QUERY_CONTENTS, LocateRequest, service.contents, queue=QUEUE)
+    await bus.serve(Subject.QUERY_METADATA, MetadataRequest, service.metadata, queue=QUEUE)
+    await bus.serve(Subject.QUERY_PING, Ping, service.ping, queue=QUEUE)
+    await bus.serve(Subject.QUERY_DELETE, IndexDeleteRequest, service.delete, queue=QUEUE)
 
 
 CONSUMER_TRACER = tracer(__name__)
@@ -209,15 +229,7 @@ async def run(settings: Settings) -> None:
     follower: asyncio.Task[None] | None = None
     try:
         await bus.ensure_streams(settings.stream_replicas)
-        await bus.serve(Subject.QUERY_INDEX, IndexRequest, service.index, queue=QUEUE)
-        await bus.serve(
-            Subject.QUERY_INDEX_BATCH, IndexBatchRequest, service.index_batch, queue=QUEUE
-        )
-        await bus.serve(Subject.QUERY_SEARCH, SearchRequest, service.search, queue=QUEUE)
-        await bus.serve(Subject.QUERY_LOCATE, LocateRequest, service.locate, queue=QUEUE)
-        await bus.serve(Subject.QUERY_METADATA, MetadataRequest, service.metadata, queue=QUEUE)
-        await bus.serve(Subject.QUERY_PING, Ping, service.ping, queue=QUEUE)
-        await bus.serve(Subject.QUERY_DELETE, IndexDeleteRequest, service.delete, queue=QUEUE)
+        await serve_queries(bus, service)
         follower = asyncio.create_task(follow_events(bus, service))
         log.info("query service ready (%s index)", settings.index_backend)
 

@@ -415,6 +415,17 @@ def compile_locate(req: LocateRequest, *, limit: int) -> tuple[str, list[object]
     then instance number order, at most ``limit + 1`` rows from ``req.offset``; the columns
     are ``LOCATE_COLUMNS``."""
     columns = ", ".join(f"i.{name}" for name in LOCATE_COLUMNS)
+    sql, params = _retrieve_order(req, columns)
+    return sql + " LIMIT ? OFFSET ?", [*params, limit + 1, req.offset]
+
+
+def compile_contents(req: LocateRequest) -> tuple[str, list[object]]:
+    """(SOP Instance UID, SHA-256) of every instance ``req`` names, in retrieve order (its
+    paging ignored), for ``contents_digest``."""
+    return _retrieve_order(req, "i.sop_uid, i.sha256")
+
+
+def _retrieve_order(req: LocateRequest, columns: str) -> tuple[str, list[object]]:
     conditions = ["i.study_uid = ?"]
     params: list[object] = [req.study_uid]
     if req.series_uid is not None:
@@ -428,7 +439,6 @@ def compile_locate(req: LocateRequest, *, limit: int) -> tuple[str, list[object]
         " JOIN series AS se ON se.series_uid = i.series_uid"
         f" WHERE {' AND '.join(conditions)}"
         " ORDER BY se.series_number NULLS LAST, i.series_uid, i.instance_number NULLS LAST,"
-        " i.sop_uid LIMIT ? OFFSET ?"
+        " i.sop_uid"
     )
-    params.extend([limit + 1, req.offset])
     return sql, params

@@ -29,6 +29,7 @@ import orjson
 from tessera_common.dicom_json import JsonDataset
 from tessera_common.errors import ErrorCode, TesseraError
 from tessera_common.messages import (
+    ContentsReply,
     FrameIndex,
     IndexReply,
     InstanceRecord,
@@ -39,12 +40,20 @@ from tessera_common.messages import (
     MetadataRequest,
     SearchReply,
     SearchRequest,
+    contents_digest,
 )
 
 from .attributes import LevelSplit, split_levels
 from .match_keys import first
 from .paging import PageBudget, batches
-from .sql import LOCATE_COLUMNS, SCHEMA, SCHEMA_VERSION, compile_locate, compile_search
+from .sql import (
+    LOCATE_COLUMNS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    compile_contents,
+    compile_locate,
+    compile_search,
+)
 from .sqlite_results import COMPOSERS
 
 log = logging.getLogger(__name__)
@@ -460,6 +469,13 @@ class SqliteIndex:
                     break
         next_offset = req.offset + len(results) if cut else None
         return SearchReply(results=results, next_offset=next_offset, more_available=more_available)
+
+    def contents(self, req: LocateRequest) -> ContentsReply:
+        """How many instances ``req`` names and their ``contents_digest``."""
+        sql, params = compile_contents(req)
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        return ContentsReply(count=len(rows), digest=contents_digest(rows))
 
     def locate(self, req: LocateRequest) -> LocateReply:
         """The instances to retrieve, ordered by series number then instance number; a page
