@@ -8,6 +8,8 @@ the bytes it touches.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
@@ -284,11 +286,38 @@ class LocalBlobs(ObjectStoreBlobs):
         """Where object ``key`` lies on this machine (for ``sendfile``)."""
         return self._root / check_key(key)
 
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Read by ``pread``: a frame-sized range from the page cache costs about 20 µs this
+        way against 170 µs through obstore's runtime, so ranges up to ``INLINE_READ_BYTES``
+        are read on the calling (event-loop) thread, larger ones in a worker thread."""
+        path = self.local_path(key)
+        if end - start > INLINE_READ_BYTES:
+            return await asyncio.to_thread(_pread, path, key, start, end)
+        return _pread(path, key, start, end)
+
     def open_reader(self, key: str, size: int | None = None) -> IO[bytes]:
         try:
             return open(self._root / check_key(key), "rb", buffering=256 * 1024)
         except FileNotFoundError as exc:
             raise BlobNotFoundError(key) from exc
+
+
+#: ``LocalBlobs.get_range`` reads ranges up to this size without leaving the event loop.
+INLINE_READ_BYTES = 1024 * 1024
+
+
+def _pread(path: Path, key: str, start: int, end: int) -> bytes:
+    """Bytes ``start``..``end`` of the file (fewer at its end), as ``get_range``."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        raise BlobNotFoundError(key) from exc
+    try:
+        return os.pread(fd, max(end - start, 0), start)
+    except IsADirectoryError as exc:
+        raise BlobNotFoundError(key) from exc
+    finally:
+        os.close(fd)
 
 
 def open_blob_store(settings: Settings) -> ObjectStoreBlobs:

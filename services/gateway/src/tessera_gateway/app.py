@@ -32,6 +32,7 @@ from .context import BLOBS, BUS, SETTINGS
 from .delete import delete_resource
 from .errors import error_middleware
 from .instances import CODEC, FRAME_INDEXES
+from .locations import LOCATIONS, watch
 from .observability import add_metrics_route, observability_middleware
 from .shutdown import DRAIN, Drain, shutdown_middleware
 
@@ -95,6 +96,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await codec.start()
     app[CODEC] = codec
     app[FRAME_INDEXES] = FrameIndexes(app[BLOBS])
+    app[LOCATIONS] = await watch(bus)
     app[bulkdata.ELEMENT_RANGES] = bulkdata.ElementRanges()
     yield
     await bus.close()

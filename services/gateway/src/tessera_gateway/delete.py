@@ -28,6 +28,7 @@ from tessera_common.messages import (
 
 from .context import BUS
 from .instances import locate_request
+from .locations import LOCATIONS
 
 
 async def delete_resource(request: web.Request) -> web.Response:
@@ -47,4 +48,7 @@ async def delete_resource(request: web.Request) -> web.Response:
             raise TesseraError(ErrorCode.INTERNAL, "the located instances could not be deleted")
         attempted.update(i.sop_uid for i in batch)
         instances = [InstanceLocation.model_validate(i.model_dump()) for i in batch]
-        await bus.request(Subject.STORE_DELETE, DeleteRequest(instances=instances), DeleteReply)
+        try:
+            await bus.request(Subject.STORE_DELETE, DeleteRequest(instances=instances), DeleteReply)
+        finally:
+            request.app[LOCATIONS].forget(i.sop_uid for i in batch)

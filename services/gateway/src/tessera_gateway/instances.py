@@ -27,6 +27,7 @@ from tessera_common.messages import (
 
 from .codec_client import Codec
 from .context import BUS, optional_path_uid, path_uid
+from .locations import LOCATIONS
 from .negotiation import AcceptItem, parse_accept
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,21 @@ async def locate_list(request: web.Request, locate: LocateRequest) -> list[Locat
 
 
 async def locate_instance(request: web.Request) -> LocatedInstance:
-    locate = locate_request(request)
+    """The instance the path names."""
+    return await locate_one(request, locate_request(request))
+
+
+async def locate_one(request: web.Request, locate: LocateRequest) -> LocatedInstance:
+    """The instance ``locate`` names (its SOP Instance UID is given), remembered in the
+    gateway's ``Locations``."""
+    assert locate.sop_uid is not None
+    locations = request.app[LOCATIONS]
+    known = locations.get(locate.study_uid, locate.series_uid, locate.sop_uid)
+    if known is not None:
+        return known
+    generation = locations.generation
     async for instance in locate_all(request, locate):
+        locations.put(instance, generation)
         return instance
     raise TesseraError(ErrorCode.NOT_FOUND, f"instance {locate.sop_uid} not found")
 

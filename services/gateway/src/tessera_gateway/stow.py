@@ -46,6 +46,7 @@ from tessera_common.messages import (
 from .context import BLOBS, BUS, SETTINGS, optional_path_uid, service_root
 from .dicom_xml import to_xml
 from .limits import BodyLimits, check_content_length
+from .locations import LOCATIONS
 from .negotiation import choose, parse_accept
 from .stow_parts import (
     DICOM,
@@ -390,6 +391,7 @@ async def store_instances(request: web.Request) -> web.Response:
             await discard(blobs, parts)
             if assembly.manifest_key:
                 await blobs.delete(assembly.manifest_key)
+    request.app[LOCATIONS].forget(o.sop_instance_uid for o in outcomes if o.sop_instance_uid)
     stored = sum(o.stored for o in outcomes)
     warned = sum(o.stored and o.warning_reason is not None for o in outcomes)
     status = stow_response_status(stored, len(outcomes) - stored, warned)

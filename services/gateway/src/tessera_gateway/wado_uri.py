@@ -28,7 +28,7 @@ from tessera_common.rendering import (
 from tessera_common.uid import InvalidUIDError, validate_uid
 
 from .context import BLOBS
-from .instances import FRAME_INDEXES, locate_all, stream_object
+from .instances import FRAME_INDEXES, locate_one, stream_object
 from .negotiation import parse_accept
 from .rendered import Target, frame_count, send_single, send_video
 from .transfer_syntax import ANY, DICOM, Kind, Wish, is_video
@@ -86,7 +86,7 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
     sop = _uid(request, "objectUID", "SOP Instance UID")
     content_types = _content_types(request)
     locate = LocateRequest(study_uid=study, series_uid=series, sop_uid=sop)
-    instance = await anext(locate_all(request, locate))
+    instance = await locate_one(request, locate)
     if content_types is None:
         # §9.1.2.1.4: the default is image/jpeg for images, application/dicom otherwise.
         has_pixels = await request.app[FRAME_INDEXES].get(instance) is not None
