@@ -43,6 +43,8 @@ from .blobstore import BlobInfo, BlobStore
 T = TypeVar("T")
 
 TRACER = "tessera.storage"
+#: One (proxy) tracer for the module: ``trace.get_tracer`` builds a new tracer on every call.
+_TRACER = trace.get_tracer(TRACER)
 
 BLOB_BACKEND = "tessera.blob.backend"
 BLOB_KEY_PREFIX = "tessera.blob.key_prefix"
@@ -71,8 +73,7 @@ def _failed(span: Span, error: BaseException) -> None:
 @contextmanager
 def client_span(name: str, attributes: Mapping[str, str | int | bool]) -> Iterator[Span]:
     """A CLIENT span around one call, current while the call runs; failures recorded by type."""
-    tracer = trace.get_tracer(TRACER)
-    with tracer.start_as_current_span(
+    with _TRACER.start_as_current_span(
         name,
         kind=SpanKind.CLIENT,
         attributes=dict(attributes),
@@ -128,7 +129,7 @@ class TracedBlobStore:
         self, key: str, start: int | None = None, end: int | None = None
     ) -> AsyncIterator[bytes]:
         # Not made current: a span attached across ``yield`` would leak into the consumer.
-        span = trace.get_tracer(TRACER).start_span(
+        span = _TRACER.start_span(
             "blob.stream", kind=SpanKind.CLIENT, attributes=self._attributes(key)
         )
         total = 0
@@ -161,7 +162,7 @@ class TracedBlobStore:
             await self._blobs.delete(key)
 
     async def list(self, prefix: str) -> AsyncIterator[BlobInfo]:
-        span = trace.get_tracer(TRACER).start_span(
+        span = _TRACER.start_span(
             "blob.list", kind=SpanKind.CLIENT, attributes=self._attributes(prefix)
         )
         count = 0
@@ -177,7 +178,7 @@ class TracedBlobStore:
             span.end()
 
     def open_reader(self, key: str, size: int | None = None) -> IO[bytes]:
-        span = trace.get_tracer(TRACER).start_span(
+        span = _TRACER.start_span(
             "blob.open_reader", kind=SpanKind.CLIENT, attributes=self._attributes(key)
         )
         try:
