@@ -128,7 +128,8 @@ class AuditTrail:
         self._max_age_days = max_age_days
         self._max_bytes = max_bytes
         self._replicas = replicas
-        self._queue: asyncio.Queue[AuditEvent] = asyncio.Queue(maxsize=queue_size)
+        #: (event id, serialized event): serialized once, for the log line and the stream.
+        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=queue_size)
         self._publishers: list[asyncio.Task[None]] = []
         self._durable = False
 
@@ -158,7 +159,7 @@ class AuditTrail:
         if self._bus is None:
             return
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait((event.event_id, payload.encode()))
         except asyncio.QueueFull:
             AUDIT_EVENTS.labels("dropped").inc()
 
@@ -199,9 +200,8 @@ class AuditTrail:
 
     async def _publish_forever(self, bus: Bus) -> None:
         while True:
-            event = await self._queue.get()
+            event_id, payload = await self._queue.get()
             try:
-                payload = event.model_dump_json(exclude_none=True).encode()
                 if self._durable:
                     await bus.jetstream.publish(AUDIT_SUBJECT, payload, timeout=PUBLISH_TIMEOUT)
                 else:
@@ -209,6 +209,6 @@ class AuditTrail:
                 AUDIT_EVENTS.labels("published").inc()
             except (nats.errors.Error, TimeoutError) as exc:
                 AUDIT_EVENTS.labels("failed").inc()
-                log.warning("audit event %s not published: %s", event.event_id, exc)
+                log.warning("audit event %s not published: %s", event_id, exc)
             finally:
                 self._queue.task_done()

@@ -9,6 +9,7 @@ transaction module reads them from the items that ``matching`` returns.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,6 +66,13 @@ def parse_accept(header: str | None) -> list[AcceptItem]:
     """
     if header is None or not header.strip():
         return [AcceptItem(ANY)]
+    return list(_parse_accept(header))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_accept(header: str) -> tuple[AcceptItem, ...]:
+    """``parse_accept`` of a non-empty header; clients send the same few headers again and
+    again, and parsing one costs more than the rest of a frame request's negotiation."""
     items: list[AcceptItem] = []
     for text in _split_list(header):
         try:
@@ -77,7 +85,7 @@ def parse_accept(header: str | None) -> list[AcceptItem]:
             continue
         media_type = MediaType(media_range.type, media_range.subtype, params)
         items.append(AcceptItem(media_type, float(weight)))
-    return sorted(items, key=lambda item: -item.q)
+    return tuple(sorted(items, key=lambda item: -item.q))
 
 
 def quality(accept: Sequence[AcceptItem], essence: str) -> float:
