@@ -23,6 +23,7 @@ import io
 import os
 import random
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ from tests.support.seaweed import SeaweedServer, listening_addresses
 from tessera_common.blobstore import (
     BlobInfo,
     BlobNotFoundError,
+    LocalBlobs,
     ObjectStoreBlobs,
     check_key,
 )
@@ -418,3 +420,16 @@ def test_seaweedfs_listens_on_loopback_only(s3_server: SeaweedServer) -> None:
     addresses = listening_addresses(pid)
     assert {host for host, _ in addresses} == {"127.0.0.1"}
     assert {port for _, port in addresses} <= set(s3_server.ports.values())
+
+
+# --- LocalBlobs' own file operations ---------------------------------------------------------
+
+
+async def test_local_directories_are_not_objects(tmp_path: Path) -> None:
+    local = LocalBlobs(tmp_path)
+    await local.put("dir/object", b"x")
+    assert await local.head("dir") is None
+    for use in (local.get("dir"), local.get_range("dir", 0, 1)):
+        with pytest.raises(BlobNotFoundError):
+            await use
+    assert await local.get("dir/object") == b"x"

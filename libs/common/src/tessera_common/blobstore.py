@@ -9,7 +9,6 @@ the bytes it touches.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import obstore
 from obstore.exceptions import NotFoundError
 from obstore.store import LocalStore, S3Store
 
+from . import local_files
 from .settings import Settings
 
 _KEY_PATTERN = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
@@ -286,14 +286,35 @@ class LocalBlobs(ObjectStoreBlobs):
         """Where object ``key`` lies on this machine (for ``sendfile``)."""
         return self._root / check_key(key)
 
-    async def get_range(self, key: str, start: int, end: int) -> bytes:
-        """Read by ``pread``: a frame-sized range from the page cache costs about 20 µs this
-        way against 170 µs through obstore's runtime, so ranges up to ``INLINE_READ_BYTES``
-        are read on the calling (event-loop) thread, larger ones in a worker thread."""
+    # Reads bypass obstore (see ``local_files``). Up to ``INLINE_READ_BYTES`` from the page
+    # cache cost less than a hop to a worker thread, so they stay on the calling (event-loop)
+    # thread. Writes stay with obstore: under concurrent load it costs what direct calls do.
+
+    async def get(self, key: str) -> bytes:
         path = self.local_path(key)
-        if end - start > INLINE_READ_BYTES:
-            return await asyncio.to_thread(_pread, path, key, start, end)
-        return _pread(path, key, start, end)
+        try:
+            found = local_files.stat(path)
+            if found is None:
+                raise BlobNotFoundError(key)
+            if found[0] > INLINE_READ_BYTES:
+                return await asyncio.to_thread(local_files.read_all, path)
+            return local_files.read_all(path)
+        except local_files.MISSING as exc:
+            raise BlobNotFoundError(key) from exc
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        """A frame-sized range by ``pread``: about 20 µs against 170 µs through obstore."""
+        path = self.local_path(key)
+        try:
+            if end - start > INLINE_READ_BYTES:
+                return await asyncio.to_thread(local_files.read_range, path, start, end)
+            return local_files.read_range(path, start, end)
+        except local_files.MISSING as exc:
+            raise BlobNotFoundError(key) from exc
+
+    async def head(self, key: str) -> BlobInfo | None:
+        found = local_files.stat(self.local_path(key))
+        return None if found is None else BlobInfo(key=key, size=found[0], last_modified=found[1])
 
     def open_reader(self, key: str, size: int | None = None) -> IO[bytes]:
         try:
@@ -302,22 +323,8 @@ class LocalBlobs(ObjectStoreBlobs):
             raise BlobNotFoundError(key) from exc
 
 
-#: ``LocalBlobs.get_range`` reads ranges up to this size without leaving the event loop.
+#: ``LocalBlobs`` reads objects or ranges up to this size without leaving the event loop.
 INLINE_READ_BYTES = 1024 * 1024
-
-
-def _pread(path: Path, key: str, start: int, end: int) -> bytes:
-    """Bytes ``start``..``end`` of the file (fewer at its end), as ``get_range``."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-        raise BlobNotFoundError(key) from exc
-    try:
-        return os.pread(fd, max(end - start, 0), start)
-    except IsADirectoryError as exc:
-        raise BlobNotFoundError(key) from exc
-    finally:
-        os.close(fd)
 
 
 def open_blob_store(settings: Settings) -> ObjectStoreBlobs:

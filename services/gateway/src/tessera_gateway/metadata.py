@@ -47,7 +47,9 @@ XML_TYPE = "application/dicom+xml"
 CACHE_PREFIX = "cache/metadata/"
 BULKDATA_KEY = b'"BulkDataURI":"'
 _SPOOL_BYTES = 8 * 1024 * 1024
-_GZIP_LEVEL = 4
+#: Level 1: half the time of level 4 on DICOM JSON for a document about 12 % larger (it is
+#: still about a seventh of the plain one), and a first request waits for the compression.
+_GZIP_LEVEL = 1
 _MEMORY_CACHE_BYTES = 128 * 1024 * 1024
 _COMPRESS_INLINE_BYTES = 64 * 1024
 
