@@ -33,7 +33,7 @@ def _label(process: psutil.Process) -> str:
 @dataclass
 class PeakRss:
     """Samples every ``interval`` seconds; ``peaks`` maps a process label to its peak bytes
-    (a label shared by several processes, e.g. worker pools, gets each pid appended)."""
+    (a label shared by several processes, e.g. worker pools, is numbered: ``render-2``)."""
 
     root_pid: int
     interval: float = 0.05
@@ -54,13 +54,15 @@ class PeakRss:
 
     @property
     def peaks(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for label in self._labels.values():
-            counts[label] = counts.get(label, 0) + 1
-        return {
-            (label if counts[label] == 1 else f"{label} [{pid}]"): self._by_pid[pid]
-            for pid, label in self._labels.items()
-        }
+        """Peak bytes by label; several processes of one label (``tessera serve`` starts
+        ``gateway``, ``gateway-2``, …) are numbered the same way, in pid order."""
+        seen: dict[str, int] = {}
+        result: dict[str, int] = {}
+        for pid in sorted(self._labels):
+            label = self._labels[pid]
+            seen[label] = seen.get(label, 0) + 1
+            result[label if seen[label] == 1 else f"{label}-{seen[label]}"] = self._by_pid[pid]
+        return result
 
     def _run(self) -> None:
         root = psutil.Process(self.root_pid)

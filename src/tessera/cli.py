@@ -138,6 +138,17 @@ def serve(
             max=32,
         ),
     ] = None,
+    gateway_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--gateway-workers",
+            help="Gateway (HTTP) processes to start, sharing the port; default: one per CPU "
+            "up to 4, env `TESSERA_GATEWAY_WORKERS`.",
+            show_default=False,
+            min=1,
+            max=32,
+        ),
+    ] = None,
 ) -> None:
     """Run the whole archive on this machine, with no other infrastructure.
 
@@ -155,6 +166,7 @@ def serve(
         data_dir=data_dir,
         base_path=base_path,
         render_workers=render_workers,
+        gateway_workers=gateway_workers,
     )
     configure_logging("serve")
     from tessera.supervisor import serve as run_embedded

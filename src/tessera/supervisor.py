@@ -43,22 +43,35 @@ log = logging.getLogger(__name__)
 DEFAULT_SERVICES: tuple[str, ...] = ("query", "store", "codec", "render", "gateway")
 """Start order: the index first, the HTTP front door last (stopped in reverse)."""
 
-#: Services of which ``tessera serve`` may start several processes (one queue group each).
-REPLICATED = frozenset({"render"})
-
 
 def render_worker_count(settings: Settings) -> int:
     """``TESSERA_RENDER_WORKERS``, or one per CPU (1 to 4) when it is 0."""
-    if settings.render_workers > 0:
-        return settings.render_workers
-    return max(1, min(4, os.cpu_count() or 1))
+    return _per_cpu(settings.render_workers)
+
+
+def gateway_worker_count(settings: Settings) -> int:
+    """``TESSERA_GATEWAY_WORKERS``, or one per CPU (1 to 4) when it is 0."""
+    return _per_cpu(settings.gateway_workers)
+
+
+def _per_cpu(asked: int) -> int:
+    return asked if asked > 0 else max(1, min(4, os.cpu_count() or 1))
+
+
+#: Services of which ``tessera serve`` may start several processes, and how many: render
+#: processes share a queue group, gateway processes the HTTP port.
+REPLICATED: Mapping[str, Callable[[Settings], int]] = {
+    "render": render_worker_count,
+    "gateway": gateway_worker_count,
+}
 
 
 def process_names(services: Sequence[str], settings: Settings) -> list[tuple[str, str]]:
     """(process name, service command) in start order: ``render``, ``render-2``, …"""
     names: list[tuple[str, str]] = []
     for service in services:
-        copies = render_worker_count(settings) if service in REPLICATED else 1
+        count = REPLICATED.get(service)
+        copies = 1 if count is None else count(settings)
         names.append((service, service))
         names.extend((f"{service}-{number}", service) for number in range(2, copies + 1))
     return names
@@ -233,6 +246,8 @@ def child_environment(settings: Settings, nats_url: str) -> dict[str, str]:
         else:
             environment[key] = str(value)
     environment["TESSERA_NATS_URL"] = nats_url
+    if gateway_worker_count(settings) > 1:
+        environment["TESSERA_REUSE_PORT"] = "true"
     environment["TESSERA_SUPERVISOR_PID"] = str(os.getpid())
     if settings.public_url is None and is_loopback(settings.host):
         # Some clients (dicomweb-client) send a Host header without the port; on loopback the

@@ -40,6 +40,8 @@ LIMITS_ENV = {
     "TESSERA_MAX_PART_HEADER_BYTES": str(MAX_PART_HEADER),
     "TESSERA_REQUEST_IDLE_TIMEOUT": str(IDLE_TIMEOUT),
     "TESSERA_MAX_REQUEST_HEADER_BYTES": "8192",
+    # One gateway: the graceful-shutdown test signals it and reads its /metrics.
+    "TESSERA_GATEWAY_WORKERS": "1",
 }
 STOW_TYPE = 'multipart/related; type="application/dicom"; boundary=b0undary'
 

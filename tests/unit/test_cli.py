@@ -192,7 +192,9 @@ def test_hosts(host: str, loopback: bool, reached_at: str) -> None:
 def test_child_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TESSERA_BLOB_ROOT", "/stale")  # overridden below: must not reach a child
-    settings = Settings(data_dir=Path("relative"), port=9999, s3_allow_http=True, blob_root=None)
+    settings = Settings(
+        data_dir=Path("relative"), port=9999, s3_allow_http=True, blob_root=None, gateway_workers=1
+    )
     environment = child_environment(settings, "nats://127.0.0.1:4567")
     assert environment["TESSERA_NATS_URL"] == "nats://127.0.0.1:4567"
     assert environment["TESSERA_DATA_DIR"] == str(tmp_path / "relative")
@@ -386,14 +388,28 @@ def test_serve_starts_the_render_workers_asked_for(
 ) -> None:
     from tessera.supervisor import process_names
 
-    settings = Settings(render_workers=workers)
+    settings = Settings(render_workers=workers, gateway_workers=1)
     assert process_names(("query", "render", "gateway"), settings) == expected
 
 
-def test_render_workers_default_to_one_per_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tessera.supervisor import render_worker_count
+def test_render_and_gateway_workers_default_to_one_per_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tessera.supervisor import gateway_worker_count, render_worker_count
 
     for cpus, expected in ((1, 1), (2, 2), (4, 4), (64, 4)):
         monkeypatch.setattr(os, "cpu_count", lambda cpus=cpus: cpus)
         assert render_worker_count(Settings()) == expected
+        assert gateway_worker_count(Settings()) == expected
     assert render_worker_count(Settings(render_workers=7)) == 7
+    assert gateway_worker_count(Settings(gateway_workers=3)) == 3
+
+
+@pytest.mark.parametrize(("gateways", "shared"), [(1, "false"), (2, "true")])
+def test_gateways_share_the_port_only_when_there_are_several(gateways: int, shared: str) -> None:
+    from tessera.supervisor import child_environment, process_names
+
+    settings = Settings(gateway_workers=gateways, render_workers=1)
+    names = [name for name, command in process_names(("gateway",), settings)]
+    assert names == ["gateway", "gateway-2"][:gateways]
+    assert child_environment(settings, "nats://127.0.0.1:4222")["TESSERA_REUSE_PORT"] == shared

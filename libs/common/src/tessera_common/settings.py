@@ -62,6 +62,20 @@ class Settings(BaseSettings):
         description="render processes 'tessera serve' starts (each joins the render queue "
         "group); 0: one per CPU, 1 to 4",
     )
+    gateway_workers: int = Field(
+        default=0,
+        ge=0,
+        le=32,
+        description="gateway processes 'tessera serve' starts, sharing the HTTP port "
+        "(SO_REUSEPORT); 0: one per CPU, 1 to 4. One event loop saturates a core on small "
+        "requests (frames, QIDO)",
+    )
+    reuse_port: bool = Field(
+        default=False,
+        description="bind the gateway's port with SO_REUSEPORT so that several gateway "
+        "processes on this host share it (the kernel spreads connections over them); "
+        "'tessera serve' sets it when it starts more than one",
+    )
     render_threads: int = Field(
         default=1,
         ge=1,

@@ -8,6 +8,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from tessera_common.blobstore import BlobNotFoundError
 from tessera_common.errors import ErrorCode, TesseraError
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.code, exc.reason)
     except web.HTTPException:
         raise
+    except BlobNotFoundError:
+        # The index named an object that is gone: the instance was deleted or replaced while
+        # this request read it (or a remembered location was a moment late to be dropped).
+        return error_response(ErrorCode.NOT_FOUND, "the instance is no longer stored")
     except Exception:
         log.exception("unexpected error serving %s %s", request.method, request.path)
         return error_response(ErrorCode.INTERNAL, "unexpected server error; see the logs")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from tessera_common.blobstore import BlobNotFoundError
 from tessera_common.errors import ErrorCode, TesseraError
 from tessera_common.messages import MAX_TRANSCODE_FRAMES, FrameIndex, LocatedInstance
 
@@ -211,7 +212,7 @@ async def retrieve_frames(request: web.Request) -> web.StreamResponse:
                 ],
                 data,
             )
-    except (TesseraError, OSError) as exc:
+    except (TesseraError, OSError, BlobNotFoundError) as exc:
         return abort(request, response, exc)
     await writer.close()
     return response

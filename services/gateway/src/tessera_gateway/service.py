@@ -35,7 +35,9 @@ async def run(settings: Settings) -> None:
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+        site = web.TCPSite(
+            runner, settings.host, settings.port, backlog=1024, reuse_port=settings.reuse_port
+        )
         await site.start()
         log.info(
             "gateway listening on http://%s:%d%s", settings.host, settings.port, settings.base_path
