@@ -4,7 +4,7 @@ The whole system runs as processes (``tessera serve`` with ``TESSERA_RENDER_WORK
 rendered pixels of a CT are compared with a numpy reference of the PS3.3 C.11.2.1.2 window
 formula applied to pydicom's pixels; every level (study, series, instance, frames) and media
 type (JPEG, PNG, animated GIF, video passthrough) is requested; bad parameters are 400s with a
-reason; the work is spread over both render processes and the results are cached.
+reason; the work is spread over both render processes and images asked for again are cached.
 """
 
 from __future__ import annotations
@@ -232,10 +232,15 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def test_two_workers_share_the_work_and_results_are_cached(tessera: RunningTessera) -> None:
+    """Both render processes work; an image asked for once is not cached (a window drag asks
+    for each image once), one asked for again is: three requests for an image reach one of
+    the two processes twice."""
     pids = {name: pid for name, pid in tessera.child_pids().items() if name.startswith("render")}
     assert set(pids) == {"render", "render-2"}
     before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
     url = _url(tessera, CT, "rendered")
+    derived = tessera.data_dir / "objects" / "derived"
+    cached_before = len(list(derived.rglob("*.jpg")))
     started = time.monotonic()
     for center in range(60):
         response = requests.get(url, params={"window": f"{center},300", "viewport": "256,256"})
@@ -243,8 +248,13 @@ def test_two_workers_share_the_work_and_results_are_cached(tessera: RunningTesse
     elapsed = time.monotonic() - started
     used = {name: _cpu_seconds(pid) - before[name] for name, pid in pids.items()}
     assert all(seconds > 0.02 for seconds in used.values()), used
-    cached = list((tessera.data_dir / "objects" / "derived").rglob("*.jpg"))
-    assert len(cached) >= 60
+    assert len(list(derived.rglob("*.jpg"))) == cached_before
+    for center in range(20):
+        for _ in range(3):
+            params = {"window": f"{center},300", "viewport": "256,256"}
+            assert requests.get(url, params=params).status_code == 200
+    time.sleep(0.5)  # written after the answer
+    assert len(list(derived.rglob("*.jpg"))) == cached_before + 20
     again = time.monotonic()
     assert requests.get(url, params={"window": "5,300", "viewport": "256,256"}).status_code == 200
     assert time.monotonic() - again < elapsed / 10 + 0.05

@@ -1,9 +1,11 @@
 """The render service: rendered and thumbnail images (queue group ``render``, PS3.18 §10.4).
 
 It answers ``render.frame``: the rendered image of one or more frames of a stored instance,
-inline when small, otherwise by the key of the cached object (invariant 6). Every result is
-cached in the blob store by (SHA-256 of the stored bytes, frames, parameters), see ``layout``;
-concurrent requests for the same image share one rendering.
+inline when small, otherwise by the key of the cached object (invariant 6). Results are
+cached in the blob store by (SHA-256 of the stored bytes, frames, parameters), see ``layout``:
+a small image once this process has been asked for it a second time (``SecondRequest``), a
+large one (answered by reference) always. Concurrent requests for the same image share one
+rendering.
 
 Scaling is by processes: each ``tessera render`` joins the queue group, and NATS spreads the
 requests over them (embedded mode starts ``TESSERA_RENDER_WORKERS`` of them; Kubernetes
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -47,6 +50,29 @@ QUEUE = "render"
 T = TypeVar("T")
 
 
+class SecondRequest:
+    """Which rendered images to cache: those asked for before (the last ``capacity`` keys are
+    remembered).
+
+    Thumbnails and a viewer's default renderings come back again and again; an interactive
+    window drag asks for a new image at every step, never twice. Writing each of those would
+    cost about a third of a cold rendering's CPU and fill the disk with images nobody asks for
+    again (CDNs admit objects on a second hit for the same reason)."""
+
+    def __init__(self, capacity: int = 65_536) -> None:
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+
+    def admit(self, key: str) -> bool:
+        if key in self._seen:
+            del self._seen[key]
+            return True
+        self._seen[key] = None
+        if len(self._seen) > self._capacity:
+            self._seen.popitem(last=False)
+        return False
+
+
 class Renderer:
     """Serves ``render.frame``: a cached image, or a rendering in the thread pool."""
 
@@ -57,6 +83,7 @@ class Renderer:
         self._headers = Headers()
         self._running: dict[str, asyncio.Future[bytes]] = {}
         self._writes: dict[str, asyncio.Task[None]] = {}
+        self._admission = SecondRequest()
         self.load = WorkerLoad("render", workers=threads)
 
     async def render(self, request: RenderRequest) -> RenderReply | WithPayload:
@@ -84,8 +111,10 @@ class Renderer:
         frames = await self._indexes.get(request.instance)
         with self.load.job("frame"):
             data = await self._run(render_stored, self._blobs, self._headers, request, frames)
-        # Cached after the answer: the client need not wait for the write.
-        self._writes[key] = asyncio.create_task(self._cache(key, data))
+        # Cached after the answer: the client need not wait for the write. A large image is
+        # answered by reference to its cached copy, so it is always written.
+        if len(data) > INLINE_RENDER_BYTES or self._admission.admit(key):
+            self._writes[key] = asyncio.create_task(self._cache(key, data))
         return data
 
     async def _cache(self, key: str, data: bytes) -> None:
