@@ -200,22 +200,29 @@ async def retrieve_frames(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse()
     writer = MultipartWriter(response)
     response.headers["Content-Type"] = writer.content_type(source.plan.media_type, writer.boundary)
+    if len(numbers) == 1:  # a viewer's usual request
+        data = await source.readers[numbers[0]]()
+        await writer.only_part(request, _part_headers(source, location, numbers[0], data), data)
+        return response
     response.enable_chunked_encoding()
     await response.prepare(request)
     try:
         async for number, data in in_order(numbers, _reader(source), READ_AHEAD):
-            await writer.part(
-                [
-                    ("Content-Type", part_type(source.plan)),
-                    ("Content-Location", f"{location}/{number}"),
-                    ("Content-Length", len(data)),
-                ],
-                data,
-            )
+            await writer.part(_part_headers(source, location, number, data), data)
     except (TesseraError, OSError, BlobNotFoundError) as exc:
         return abort(request, response, exc)
     await writer.close()
     return response
+
+
+def _part_headers(
+    source: FrameSource, location: str, number: int, data: bytes
+) -> list[tuple[str, object]]:
+    return [
+        ("Content-Type", part_type(source.plan)),
+        ("Content-Location", f"{location}/{number}"),
+        ("Content-Length", len(data)),
+    ]
 
 
 def _reader(source: FrameSource) -> Callable[[int], Awaitable[bytes]]:

@@ -205,8 +205,27 @@ class MultipartWriter:
         return f'multipart/related; type="{part_type}"; boundary={boundary}{extra}'
 
     async def start_part(self, headers: Iterable[tuple[str, Any]]) -> None:
+        await self.response.write(self._delimiter(headers))
+        self.parts += 1
+
+    def _delimiter(self, headers: Iterable[tuple[str, Any]]) -> bytes:
         lines = "".join(f"{name}: {value}\r\n" for name, value in headers)
-        await self.response.write(f"\r\n--{self.boundary}\r\n{lines}\r\n".encode())
+        return f"\r\n--{self.boundary}\r\n{lines}\r\n".encode()
+
+    async def only_part(
+        self, request: web.Request, headers: Iterable[tuple[str, Any]], body: bytes
+    ) -> None:
+        """The whole body as one part, sent with a ``Content-Length``: no chunk framing, and
+        the part is handed to the socket as it is (chunked writes join each chunk with its
+        framing first, a copy of the part)."""
+        head = self._delimiter(headers)
+        tail = f"\r\n--{self.boundary}--\r\n".encode()
+        self.response.content_length = len(head) + len(body) + len(tail)
+        await self.response.prepare(request)
+        await self.response.write(head)
+        await self.response.write(body)
+        await self.response.write(tail)
+        await self.response.write_eof()
         self.parts += 1
 
     async def write(self, data: bytes) -> None:
