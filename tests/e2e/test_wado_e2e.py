@@ -287,6 +287,27 @@ def test_frames_transcoded(tessera: RunningTessera, stored: list[DicomFile]) -> 
     assert single.status_code == 200 and single.content == data
 
 
+def test_transcoded_frames_again_and_after_the_codecs_copy_is_gone(
+    tessera: RunningTessera, stored: list[DicomFile]
+) -> None:
+    """A frame transcoded once is read from where the codec put it (the gateway remembers);
+    when that copy has gone, the codec is asked again and the answer is the same."""
+    f = next(f for f in stored if f.path.name == "emri_jpeg_lossless_p14.dcm")
+    target = f"{url(tessera, f)}/frames/5"
+    accept = {"Accept": 'multipart/related; type="application/octet-stream"'}
+    expected = original(str(f.path)).pixel_array[4].astype("<u2").tobytes()
+    for _ in range(3):
+        [(_, data)] = parts(requests.get(target, headers=accept))
+        assert data == expected
+    derived = tessera.data_dir / "objects" / "derived"
+    copies = [p for p in derived.rglob("*") if p.is_file() and "/frames/" in p.as_posix()]
+    assert copies, "the codec keeps what it transcodes"
+    for copy in copies:
+        copy.unlink()
+    [(_, data)] = parts(requests.get(target, headers=accept))
+    assert data == expected
+
+
 def test_deflated_frames(tessera: RunningTessera, stored: list[DicomFile]) -> None:
     f = next(f for f in stored if f.path.name == "ct_deflate.dcm")
     pixels = original(str(f.path)).pixel_array

@@ -35,6 +35,7 @@ from .instances import CODEC, FRAME_INDEXES
 from .locations import LOCATIONS, watch
 from .observability import add_metrics_route, observability_middleware
 from .shutdown import DRAIN, Drain, shutdown_middleware
+from .transcoded import TRANSCODED, TranscodedFrames
 
 UID = r"{%s:[^/]+}"
 
@@ -97,6 +98,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[CODEC] = codec
     app[FRAME_INDEXES] = FrameIndexes(app[BLOBS])
     app[LOCATIONS] = await watch(bus)
+    app[TRANSCODED] = TranscodedFrames()
     app[bulkdata.ELEMENT_RANGES] = bulkdata.ElementRanges()
     yield
     await bus.close()

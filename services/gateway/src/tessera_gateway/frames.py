@@ -5,7 +5,8 @@ Frames in the stored syntax are byte ranges of the stored object, found with the
 the store computed (native: PS3.5 §8.1.1; encapsulated, single- or multi-fragment, with or
 without Basic/Extended Offset Table: PS3.5 §A.4): one ranged read per frame, never a parse of
 the instance, so frame 2,000 costs what frame 1 costs. Frames in another syntax come from the
-codec service (``codec.transcode`` with frame numbers), which caches what it makes.
+codec service (``codec.transcode`` with frame numbers), which caches what it makes; the gateway
+remembers where (``transcoded``), so a frame asked for again is read without asking.
 
 Media types (PS3.18 Table 8.7.3-5): ``application/octet-stream`` (native), ``image/jpeg``,
 ``image/jls``, ``image/jp2``, ``image/jpx``, ``image/jphc``, ``image/dicom-rle``; a single-part
@@ -16,6 +17,7 @@ for one frame. Video (MPEG-2, H.264, HEVC) has no frames to cut: its stream is s
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -42,6 +44,7 @@ from .instances import (
     read_ranges,
     stream_object,
 )
+from .transcoded import TRANSCODED
 from .transfer_syntax import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -138,23 +141,41 @@ async def frame_source(
 async def _transcoded_readers(
     request: web.Request, instance: LocatedInstance, target: str, numbers: Sequence[int]
 ) -> dict[int, FrameReader]:
+    """Readers of the frames in ``target``: from where the codec put them earlier
+    (``TranscodedFrames``), else after asking the codec to make them."""
     blobs = request.app[BLOBS]
     codec = request.app[CODEC]
+    known = request.app[TRANSCODED]
     unique = sorted(set(numbers))
-    readers: dict[int, FrameReader] = {}
-    for start in range(0, len(unique), MAX_TRANSCODE_FRAMES):
+    found = {n: known.get((instance.sha256, target, n)) for n in unique}
+    locations = {n: location for n, location in found.items() if location is not None}
+    missing = [n for n in unique if n not in locations]
+    for start in range(0, len(missing), MAX_TRANSCODE_FRAMES):
         reply = await codec.transcode(
-            instance, target, frames=unique[start : start + MAX_TRANSCODE_FRAMES]
+            instance, target, frames=missing[start : start + MAX_TRANSCODE_FRAMES]
         )
         for location in reply.frames:
+            known.put((instance.sha256, target, location.number), location)
+            locations[location.number] = location
 
-            def reader(
-                key: str = location.key, o: int = location.offset, n: int = location.length
-            ) -> FrameReader:
-                return lambda: blobs.get_range(key, o, o + n)
+    async def read(number: int) -> bytes:
+        location = locations[number]
+        try:
+            return await blobs.get_range(
+                location.key, location.offset, location.offset + location.length
+            )
+        except BlobNotFoundError:
+            if location is not found.get(number):
+                raise  # the codec's own answer: nothing to retry
+        known.forget((instance.sha256, target, number))
+        reply = await codec.transcode(instance, target, frames=[number])
+        fresh = next((f for f in reply.frames if f.number == number), None)
+        if fresh is None:
+            raise TesseraError(ErrorCode.NOT_FOUND, f"frame {number} could not be transcoded")
+        known.put((instance.sha256, target, number), fresh)
+        return await blobs.get_range(fresh.key, fresh.offset, fresh.offset + fresh.length)
 
-            readers[location.number] = reader()
-    return readers
+    return {n: functools.partial(read, n) for n in locations}
 
 
 def check_frame_numbers(
