@@ -368,9 +368,18 @@ class MetadataRequest(Message):
 
 class MetadataReply(Message):
     """Precomputed instance JSON documents (each one serialized DICOM JSON object), cut into
-    pages below ``PAGE_BYTES``; ``next_offset`` asks for the rest."""
+    pages below ``PAGE_BYTES``; ``next_offset`` asks for the rest. What an index returns."""
 
     documents: list[str]
+    next_offset: int | None = None
+
+
+class MetadataPage(Message):
+    """The ``query.metadata`` reply, sent ``WithPayload``: the ``count`` documents of a
+    ``MetadataReply`` are the payload, joined by commas (the inside of a JSON array), so they
+    travel without being escaped into a JSON string and parsed back out of one."""
+
+    count: int
     next_offset: int | None = None
 
 

@@ -35,7 +35,7 @@ from aiohttp import web
 
 from tessera_common.blobstore import BlobNotFoundError, BlobStore
 from tessera_common.errors import ErrorCode, TesseraError
-from tessera_common.messages import ContentsReply, MetadataReply, MetadataRequest, Subject
+from tessera_common.messages import ContentsReply, MetadataPage, MetadataRequest, Subject
 
 from .context import BLOBS, BUS, optional_path_uid, path_uid, service_root
 from .dicom_xml import to_xml
@@ -211,7 +211,8 @@ async def _cached(request: web.Request, key: str) -> bytes | None:
     return data
 
 
-async def _pages(request: web.Request) -> AsyncIterator[MetadataReply]:
+async def _pages(request: web.Request) -> AsyncIterator[tuple[MetadataPage, bytes]]:
+    """Each page: its ``MetadataPage`` and its documents, comma-joined (``count`` of them)."""
     bus = request.app[BUS]
     ask = MetadataRequest(
         study_uid=path_uid(request, "study"),
@@ -219,25 +220,23 @@ async def _pages(request: web.Request) -> AsyncIterator[MetadataReply]:
         sop_uid=optional_path_uid(request, "instance"),
     )
     while True:
-        reply = await bus.request(Subject.QUERY_METADATA, ask, MetadataReply)
-        yield reply
-        if reply.next_offset is None:
+        page, documents = await bus.request_with_payload(Subject.QUERY_METADATA, ask, MetadataPage)
+        yield page, documents
+        if page.next_offset is None:
             return
-        ask = ask.model_copy(update={"offset": reply.next_offset})
+        ask = ask.model_copy(update={"offset": page.next_offset})
 
 
-def _absolute(document: str, bulk_prefix: bytes) -> bytes:
-    return document.encode().replace(BULKDATA_KEY, bulk_prefix)
+def _absolute(documents: bytes, bulk_prefix: bytes) -> bytes:
+    return documents.replace(BULKDATA_KEY, bulk_prefix)
 
 
 async def _joined(request: web.Request, root: str) -> bytes:
     bulk_prefix = BULKDATA_KEY + root.encode() + b"/"
-    documents = [
-        _absolute(document, bulk_prefix)
-        async for page in _pages(request)
-        for document in page.documents
+    pages = [
+        _absolute(documents, bulk_prefix) async for page, documents in _pages(request) if page.count
     ]
-    return b"[" + b",".join(documents) + b"]"
+    return b"[" + b",".join(pages) + b"]"
 
 
 async def _compress(data: bytes) -> bytes:
@@ -273,16 +272,16 @@ async def _build(
     keep = False
     try:
         separator = b"["
-        async for page in _pages(request):
-            chunk = bytearray()
-            for document in page.documents:
-                chunk += separator + _absolute(document, bulk_prefix)
-                documents += 1
-                separator = b","
-            gz = await asyncio.to_thread(compressor.compress, bytes(chunk))
+        async for page, joined in _pages(request):
+            if not page.count:
+                continue
+            chunk = separator + _absolute(joined, bulk_prefix)
+            documents += page.count
+            separator = b","
+            gz = await asyncio.to_thread(compressor.compress, chunk)
             plain.write(chunk)
             packed.write(gz)
-            await response.write(gz if form.gzip else bytes(chunk))
+            await response.write(gz if form.gzip else chunk)
         tail = b"[]" if separator == b"[" else b"]"
         gz_tail = compressor.compress(tail) + compressor.flush()
         plain.write(tail)
@@ -331,12 +330,13 @@ async def _xml(request: web.Request) -> web.StreamResponse:
     response.enable_chunked_encoding()
     await response.prepare(request)
 
-    def render(documents: list[str]) -> list[bytes]:
-        return [to_xml(orjson.loads(_absolute(d, bulk_prefix))) for d in documents]
+    def render(documents: bytes) -> list[bytes]:
+        parsed = orjson.loads(b"[" + _absolute(documents, bulk_prefix) + b"]")
+        return [to_xml(document) for document in parsed]
 
-    page: MetadataReply | None = first
+    page: tuple[MetadataPage, bytes] | None = first
     while page is not None:
-        for xml in await asyncio.to_thread(render, page.documents):
+        for xml in await asyncio.to_thread(render, page[1]):
             await writer.part([("Content-Type", f"{XML_TYPE}; charset=utf-8")], xml)
         page = await anext(pages, None)
     await writer.close()

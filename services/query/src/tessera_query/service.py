@@ -19,7 +19,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import trace
 
 from tessera_common.blobstore import BlobNotFoundError, BlobStore, open_blob_store
-from tessera_common.bus import Bus
+from tessera_common.bus import Bus, WithPayload
 from tessera_common.errors import ErrorCode, TesseraError
 from tessera_common.messages import (
     ContentsReply,
@@ -33,7 +33,7 @@ from tessera_common.messages import (
     InstanceStoredEvent,
     LocateReply,
     LocateRequest,
-    MetadataReply,
+    MetadataPage,
     MetadataRequest,
     Ping,
     Pong,
@@ -100,11 +100,12 @@ class QueryService:
             raise TesseraError(ErrorCode.NOT_FOUND, _not_found(request))
         return reply
 
-    async def metadata(self, request: MetadataRequest) -> MetadataReply:
+    async def metadata(self, request: MetadataRequest) -> WithPayload:
         reply = await self._index.metadata_page(request)
         if not reply.documents and request.offset == 0:
             raise TesseraError(ErrorCode.NOT_FOUND, _not_found(request))
-        return reply
+        page = MetadataPage(count=len(reply.documents), next_offset=reply.next_offset)
+        return WithPayload(page, ",".join(reply.documents).encode())
 
     async def ping(self, _: Ping) -> Pong:
         await self._index.ping()
