@@ -37,6 +37,7 @@ import aiohttp
 
 from tessera.natsd import NatsServer, NatsServerError
 from tessera_common.settings import Settings
+from tessera_common.workers import per_cpu
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +47,12 @@ DEFAULT_SERVICES: tuple[str, ...] = ("query", "store", "codec", "render", "gatew
 
 def render_worker_count(settings: Settings) -> int:
     """``TESSERA_RENDER_WORKERS``, or one per CPU (1 to 4) when it is 0."""
-    return _per_cpu(settings.render_workers)
+    return per_cpu(settings.render_workers)
 
 
 def gateway_worker_count(settings: Settings) -> int:
     """``TESSERA_GATEWAY_WORKERS``, or one per CPU (1 to 4) when it is 0."""
-    return _per_cpu(settings.gateway_workers)
-
-
-def _per_cpu(asked: int) -> int:
-    return asked if asked > 0 else max(1, min(4, os.cpu_count() or 1))
+    return per_cpu(settings.gateway_workers)
 
 
 #: Services of which ``tessera serve`` may start several processes, and how many: render

@@ -62,6 +62,13 @@ class Settings(BaseSettings):
         description="render processes 'tessera serve' starts (each joins the render queue "
         "group); 0: one per CPU, 1 to 4",
     )
+    analysis_workers: int = Field(
+        default=0,
+        ge=0,
+        le=32,
+        description="worker processes a store service parses uploads in (parsing holds the GIL, "
+        "so threads use one core); 0: one per CPU, 1 to 4, and none (threads) on a single CPU",
+    )
     gateway_workers: int = Field(
         default=0,
         ge=0,

@@ -11,10 +11,7 @@ determine without decoding.
 from __future__ import annotations
 
 import logging
-import os
 import struct
-import threading
-import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +27,7 @@ from pydicom.encaps import generate_frames
 from tessera_common.blobstore import BlobStore, open_blob_store
 from tessera_common.messages import FrameIndex
 from tessera_common.settings import Settings
+from tessera_common.workers import exit_with_parent
 
 from . import plugins
 from .pixels import (
@@ -77,22 +75,6 @@ class _Worker:
 
 #: Per-process state of a worker (set by ``init_worker``, the pool's initializer).
 _WORKER = _Worker()
-
-
-PARENT_CHECK_SECONDS = 1.0
-
-
-def exit_with_parent() -> None:
-    """End this worker when the codec service that started it is gone (even by ``kill -9``,
-    which gives the pool no chance to stop its workers): a daemon thread watches the parent."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_CHECK_SECONDS)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def init_worker(settings_json: str) -> None:

@@ -15,12 +15,15 @@ incrementally into a spooled temporary file, never beyond ``MAX_INFLATED_BYTES``
 
 from __future__ import annotations
 
+import logging
 import struct
 import tempfile
+import warnings
 import zlib
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, cast
 
+import pydicom.config
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.filereader import read_dataset
@@ -669,3 +672,12 @@ class _InflatingReader:
 
     def tell(self) -> int:
         return self._pos
+
+
+def quiet_pydicom() -> None:
+    """pydicom's validation warnings quote attribute values (patient names, birth dates…);
+    they must never reach a log (ARCHITECTURE invariant 10). Our own validation reports the
+    problems that matter, without values."""
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")

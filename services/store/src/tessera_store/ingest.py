@@ -63,6 +63,7 @@ from tessera_common.messages import (
 )
 
 from .analysis import InstanceAnalysis, InstanceRejectedError, analyze_instance
+from .analysis_pool import AnalysisPool
 from .batching import index_message as index_message  # re-exported (maintenance.py)
 from .batching import index_pages, rounds, settled
 
@@ -128,14 +129,17 @@ class Ingestor:
         duplicates: DuplicatePolicy | str = DuplicatePolicy.OVERWRITE,
         locks: InstanceLocks | None = None,
         placements: int = PLACEMENTS_REMOTE,
+        analysis_pool: AnalysisPool | None = None,
     ) -> None:
         """``placements``: instances of a batch moved into place at once; use
-        ``PLACEMENTS_LOCAL`` on a local filesystem."""
+        ``PLACEMENTS_LOCAL`` on a local filesystem. ``analysis_pool``: worker processes to
+        analyse uploads in (else this process's threads)."""
         self._blobs = blobs
         self._bus = bus
         self._duplicates = DuplicatePolicy(duplicates)
         self._lock = locks or InstanceLocks()
         self._placements = placements
+        self._pool = analysis_pool
 
     async def ingest(self, request: IngestRequest) -> InstanceOutcome:
         """Ingest one part (``store.ingest``, and the assembler's instances)."""
@@ -173,21 +177,22 @@ class Ingestor:
     async def _prepare_all(
         self, requests: Sequence[IngestRequest]
     ) -> list[InstanceAnalysis | InstanceOutcome | Exception]:
-        """Analyse the uploads in worker threads, ``ANALYSIS_CHUNK`` instances per thread call:
-        parsing is Python code that holds the GIL, so more threads than that only contend for
-        it (and the event loop with them). A refused instance is deleted and becomes its
-        outcome."""
+        """Analyse the uploads in the analysis pool's processes, or else in worker threads,
+        ``ANALYSIS_CHUNK`` instances per thread call: parsing is Python code that holds the
+        GIL, so more threads than that only contend for it (and the event loop with them). A
+        refused instance is deleted and becomes its outcome."""
         valid = [r for r in requests if r.upload_key.startswith(INCOMING_PREFIX)]
-        chunks = [valid[i : i + ANALYSIS_CHUNK] for i in range(0, len(valid), ANALYSIS_CHUNK)]
-        analysed = iter(
-            [
+        results = await self._pool.analyze(valid) if self._pool is not None and valid else None
+        if results is None:
+            chunks = [valid[i : i + ANALYSIS_CHUNK] for i in range(0, len(valid), ANALYSIS_CHUNK)]
+            results = [
                 result
-                for results in await asyncio.gather(
+                for analysed_chunk in await asyncio.gather(
                     *(asyncio.to_thread(self._analyze_many, chunk) for chunk in chunks)
                 )
-                for result in results
+                for result in analysed_chunk
             ]
-        )
+        analysed = iter(results)
         prepared: list[InstanceAnalysis | InstanceOutcome | Exception] = []
         for request in requests:
             if not request.upload_key.startswith(INCOMING_PREFIX):

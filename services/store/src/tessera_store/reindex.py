@@ -36,7 +36,7 @@ from tessera_common.errors import ErrorCode, TesseraError
 from tessera_common.messages import IndexReply, InstanceRecord
 from tessera_common.settings import Settings
 
-from .analysis import InstanceAnalysis, InstanceRejectedError, analyze_instance
+from .analysis import InstanceAnalysis, InstanceRejectedError, analyze_instance, quiet_pydicom
 from .catalog import StoredInstance, stored_instances
 from .ingest import build_record
 from .maintenance import (
@@ -54,7 +54,6 @@ from .maintenance import (
     running_system,
     sha256_of,
 )
-from .service import quiet_pydicom
 
 INDEXED = "indexed"
 SKIPPED = "skipped"

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import warnings
-
-import pydicom.config
+import os
 
 from tessera_common.blobstore import open_blob_store
 from tessera_common.bus import Bus
@@ -23,7 +21,10 @@ from tessera_common.metrics import serving_metrics
 from tessera_common.settings import Settings
 from tessera_common.telemetry import setup_tracing
 from tessera_common.traced import TracedBlobStore
+from tessera_common.workers import per_cpu
 
+from .analysis import quiet_pydicom
+from .analysis_pool import AnalysisPool
 from .delete import Deleter
 from .ingest import PLACEMENTS_LOCAL, PLACEMENTS_REMOTE, Ingestor, InstanceLocks
 from .metadata_ingest import Assembler
@@ -35,13 +36,12 @@ QUEUE = "store"
 INGEST_BATCH_CONCURRENCY = 8
 
 
-def quiet_pydicom() -> None:
-    """pydicom's validation warnings quote attribute values (patient names, birth dates…);
-    they must never reach a log (ARCHITECTURE invariant 10). Our own validation reports the
-    problems that matter, without values."""
-    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
-    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-    warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
+def analysis_pool(settings: Settings) -> AnalysisPool | None:
+    """``TESSERA_ANALYSIS_WORKERS`` processes, or one per CPU (up to 4) when it is 0; none on a
+    single CPU unless asked for (a pool there adds copying and no parallelism)."""
+    if settings.analysis_workers == 0 and (os.cpu_count() or 1) < 2:
+        return None
+    return AnalysisPool(settings, per_cpu(settings.analysis_workers), quiet_pydicom)
 
 
 async def run(settings: Settings) -> None:
@@ -52,15 +52,20 @@ async def run(settings: Settings) -> None:
     bus = await Bus.connect(
         settings.nats_url, name="tessera-store", request_timeout=settings.request_timeout
     )
+    pool: AnalysisPool | None = None
     try:
         await bus.ensure_streams(settings.stream_replicas)
         locks = InstanceLocks()
+        pool = analysis_pool(settings)
+        if pool is not None:
+            await pool.warm_up()
         ingestor = Ingestor(
             blobs,
             bus,
             duplicates=settings.duplicate_policy,
             locks=locks,
             placements=PLACEMENTS_LOCAL if settings.blob_backend == "local" else PLACEMENTS_REMOTE,
+            analysis_pool=pool,
         )
         deleter = Deleter(blobs, bus, locks)
 
@@ -80,7 +85,10 @@ async def run(settings: Settings) -> None:
         assembler = Assembler(blobs, ingestor)
         await bus.serve(Subject.STORE_ASSEMBLE, AssembleRequest, assembler.assemble, queue=QUEUE)
         await bus.serve(Subject.STORE_PING, Ping, ping, queue=QUEUE)
-        log.info("store service ready")
+        log.info(
+            "store service ready (%s)",
+            f"{pool.workers} analysis workers" if pool else "analysis in threads",
+        )
 
         async def ready() -> bool:
             await blobs.ping()
@@ -92,4 +100,6 @@ async def run(settings: Settings) -> None:
         ):
             await asyncio.Event().wait()
     finally:
+        if pool is not None:
+            pool.shutdown()
         await bus.close()
