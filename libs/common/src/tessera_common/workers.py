@@ -3,9 +3,13 @@ analysers)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 PARENT_CHECK_SECONDS = 1.0
 
@@ -21,6 +25,19 @@ def exit_with_parent() -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def spawn_pool(
+    workers: int, initializer: Callable[..., None], initargs: tuple[Any, ...]
+) -> ProcessPoolExecutor:
+    """A process pool whose workers are spawned, not forked: a service's parent process runs
+    obstore's and nats' threads, which a fork would copy mid-flight."""
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=initializer,
+        initargs=initargs,
+    )
 
 
 def per_cpu(asked: int, *, most: int = 4) -> int:

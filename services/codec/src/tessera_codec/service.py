@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
 import os
 import shutil
 import tempfile
@@ -49,6 +48,7 @@ from tessera_common.messages import (
 from tessera_common.metrics import serving_metrics
 from tessera_common.settings import Settings
 from tessera_common.telemetry import setup_tracing
+from tessera_common.workers import spawn_pool
 
 from . import plugins
 from .layout import derived_frame_key, derived_index_key, derived_object_key
@@ -89,13 +89,7 @@ class WorkerPool:
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=self._workers,
-            # spawn, not fork: the parent runs obstore's and nats' threads.
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=init_worker,
-            initargs=(self._settings_json,),
-        )
+        return spawn_pool(self._workers, init_worker, (self._settings_json,))
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()

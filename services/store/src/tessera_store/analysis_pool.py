@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -29,7 +28,7 @@ from tessera_common.messages import IngestRequest
 from tessera_common.settings import Settings
 from tessera_common.telemetry import extract_context, inject_headers, setup_tracing, tracer
 from tessera_common.traced import TracedBlobStore
-from tessera_common.workers import exit_with_parent
+from tessera_common.workers import exit_with_parent, spawn_pool
 
 from .analysis import InstanceAnalysis, InstanceRejectedError, analyze_instance
 
@@ -121,13 +120,7 @@ class AnalysisPool:
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=self.workers,
-            # spawn, not fork: the parent runs obstore's and nats' threads.
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=init_worker,
-            initargs=(self._settings_json, self._prepare),
-        )
+        return spawn_pool(self.workers, init_worker, (self._settings_json, self._prepare))
 
     async def analyze(
         self, requests: Sequence[IngestRequest]
