@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,17 +58,32 @@ CONSUMER = "query-indexer"
 CATCH_UP_DELAY = 2.0
 
 
+#: (SOP Instance UID, SHA-256) pairs a query process remembers having indexed itself.
+RECENTLY_INDEXED = 100_000
+
+
 class QueryService:
     def __init__(self, index: Index, blobs: BlobStore) -> None:
         self._index = index
         self._blobs = blobs
+        #: What this process indexed from STOW requests: the stored event that follows each
+        #: one needs no index lookup (skipping is right even if the instance was deleted since).
+        self._indexed: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def _remember(self, records: Sequence[InstanceRecord]) -> None:
+        for record in records:
+            self._indexed[(record.sop_uid, record.sha256)] = None
+        while len(self._indexed) > RECENTLY_INDEXED:
+            self._indexed.popitem(last=False)
 
     async def index(self, request: IndexRequest) -> IndexReply:
         record = request.record
         metadata = record.metadata
         if metadata is None:
             metadata = (await self._read_sidecar(record.sidecar_key)).metadata or {}
-        return await self._index.upsert(record, metadata)
+        reply = await self._index.upsert(record, metadata)
+        self._remember([record])
+        return reply
 
     async def index_batch(self, request: IndexBatchRequest) -> IndexBatchReply:
         """Index a STOW request's instances in one transaction (``upsert_many``); records
@@ -80,7 +96,9 @@ class QueryService:
 
         documents = await asyncio.gather(*(metadata(record) for record in request.records))
         items = list(zip(request.records, documents, strict=True))
-        return IndexBatchReply(replies=await self._index.upsert_many(items))
+        replies = await self._index.upsert_many(items)
+        self._remember(request.records)
+        return IndexBatchReply(replies=replies)
 
     async def delete(self, request: IndexDeleteRequest) -> IndexDeleteReply:
         return IndexDeleteReply(instances=await self._index.delete(request.sop_uids))
@@ -113,6 +131,8 @@ class QueryService:
 
     async def on_event(self, event: InstanceStoredEvent) -> None:
         """Index an instance announced on the event stream unless it is already indexed."""
+        if (event.sop_uid, event.sha256) in self._indexed:
+            return
         age = (datetime.now(UTC) - datetime.fromisoformat(event.stored_at)).total_seconds()
         if age < CATCH_UP_DELAY:
             await asyncio.sleep(CATCH_UP_DELAY - max(age, 0.0))
