@@ -1,6 +1,9 @@
-"""The gateway's ``Locations`` follow the instance events on a real nats-server: an event the
-store published before answering has been applied by the time its answer reaches the gateway,
-so a gateway never serves a location the store has already changed."""
+"""The gateway's ``Locations`` follow the instance events on a real nats-server: an event drops
+the entry of its instance, and only that entry, within moments of its publication.
+
+(Not *before* the store's answer that follows the event: nats.py hands each subscription's
+messages to its own task, so a reply may be processed first. A run in CI saw that once. What a
+gateway's own STOW or DELETE changed it drops itself, at once; ``locations`` says so.)"""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from nats.aio.msg import Msg
 
 from tessera.natsd import NatsServer
 from tessera_common.bus import Bus
@@ -86,26 +88,18 @@ EVENTS = [
 
 
 @pytest.mark.parametrize(("subject", "event"), EVENTS)
-async def test_event_is_applied_before_the_answer_that_follows_it(
+async def test_event_drops_the_entry(
     buses: tuple[Bus, Bus], subject: Subject, event: Message
 ) -> None:
     gateway, store = buses
     locations = await watch(gateway)
-    locations.put(located("ab" * 32), locations.generation)
-    seen_at_answer: list[bool] = []
-    answered = asyncio.Event()
-
-    async def on_answer(_: Msg) -> None:
-        seen_at_answer.append(locations.get(STUDY, SERIES, SOP) is not None)
-        answered.set()
-
-    await gateway.client.subscribe("test.answer", cb=on_answer)
     await gateway.client.flush()
-    # As the store does: the durable event first, then the answer to the gateway.
+    locations.put(located("ab" * 32), locations.generation)
     await store.publish_event(subject, event, msg_id=f"{SOP}:{subject}")
-    await store.client.publish("test.answer", b"done")
-    await asyncio.wait_for(answered.wait(), 5)
-    assert seen_at_answer == [False]
+    deadline = asyncio.get_running_loop().time() + 2
+    while locations.get(STUDY, SERIES, SOP) is not None:
+        assert asyncio.get_running_loop().time() < deadline, "the event was not applied"
+        await asyncio.sleep(0.001)
 
 
 async def test_other_instances_stay(buses: tuple[Bus, Bus]) -> None:

@@ -5,9 +5,13 @@ An entry must never outlive the instance it describes:
 
 * the store publishes ``tessera.v1.events.instance.stored`` and ``.deleted`` before it answers
   (docs/EVENTS.md); every gateway replica listens to them on plain NATS and drops the entry of
-  the SOP Instance UID they name (an event it cannot read drops everything);
-* this gateway also drops what its own STOW-RS and DELETE touched as soon as they answer, so
-  read-your-writes does not depend on event delivery;
+  the SOP Instance UID they name (an event it cannot read drops everything). That happens
+  within moments, but not necessarily before the store's answer reaches this gateway: nats.py
+  runs each subscription's callbacks in a task of its own;
+* so this gateway drops what its own STOW-RS and DELETE touched as soon as they answer:
+  read-your-writes through one gateway does not depend on event delivery. Through another
+  gateway, a read in the moment before its event arrives can still find the old location, the
+  same window a read already had when its locate answered just before a replacement;
 * a locate that began before a change is not remembered (every drop bumps a generation, which
   ``put`` compares with the one its locate started under);
 * events missed while the NATS connection was down are covered by dropping everything when
