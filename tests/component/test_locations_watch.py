@@ -12,17 +12,24 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from tessera.natsd import NatsServer
+from tessera_common.blobstore import LocalBlobs
 from tessera_common.bus import Bus
 from tessera_common.messages import (
     InstanceDeletedEvent,
     InstanceStoredEvent,
     LocatedInstance,
+    LocateReply,
+    LocateRequest,
     Message,
     Subject,
 )
-from tessera_gateway.locations import watch
+from tessera_gateway.context import BLOBS, BUS
+from tessera_gateway.instances import locate_one
+from tessera_gateway.locations import LOCATIONS, Locations, watch
 
 STUDY, SERIES, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -113,3 +120,32 @@ async def test_other_instances_stay(buses: tuple[Bus, Bus]) -> None:
     await gateway.client.flush()
     await asyncio.sleep(0.1)
     assert locations.get(STUDY, SERIES, "1.2.3.4.6") == other
+
+
+async def test_a_remembered_location_whose_object_changed_size_is_located_again(
+    buses: tuple[Bus, Bus], tmp_path: Path
+) -> None:
+    """The event of a replacement may not have been processed yet (nats.py runs each
+    subscription in its own task): on a local store the gateway checks the object's size and
+    asks the query service again when it differs."""
+    gateway, query = buses
+    blobs = LocalBlobs(tmp_path)
+    new = located("cd" * 32).model_copy(update={"size": 7})
+    await blobs.put(new.object_key, b"7 bytes")
+    asked: list[str] = []
+
+    async def answer(request: LocateRequest) -> LocateReply:
+        asked.append(str(request.sop_uid))
+        return LocateReply(instances=[new])
+
+    await query.serve(Subject.QUERY_LOCATE, LocateRequest, answer, queue="query")
+    app = web.Application()
+    app[BUS], app[BLOBS], app[LOCATIONS] = gateway, blobs, Locations()
+    old = new.model_copy(update={"sha256": "ab" * 32, "size": 5})
+    app[LOCATIONS].put(old, app[LOCATIONS].generation)
+    request = make_mocked_request("GET", "/", app=app)
+    ask = LocateRequest(study_uid=STUDY, series_uid=SERIES, sop_uid=SOP)
+    assert await locate_one(request, ask) == new
+    assert asked == [SOP]
+    assert await locate_one(request, ask) == new  # remembered now, and still right
+    assert asked == [SOP]

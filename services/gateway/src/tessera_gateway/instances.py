@@ -26,7 +26,7 @@ from tessera_common.messages import (
 )
 
 from .codec_client import Codec
-from .context import BUS, optional_path_uid, path_uid
+from .context import BLOBS, BUS, optional_path_uid, path_uid
 from .locations import LOCATIONS
 from .negotiation import AcceptItem, parse_accept
 
@@ -84,13 +84,25 @@ async def locate_one(request: web.Request, locate: LocateRequest) -> LocatedInst
     assert locate.sop_uid is not None
     locations = request.app[LOCATIONS]
     known = locations.get(locate.study_uid, locate.series_uid, locate.sop_uid)
-    if known is not None:
+    if known is not None and await _still_stored(request.app[BLOBS], known):
         return known
+    if known is not None:
+        locations.forget([known.sop_uid])
     generation = locations.generation
     async for instance in locate_all(request, locate):
         locations.put(instance, generation)
         return instance
     raise TesseraError(ErrorCode.NOT_FOUND, f"instance {locate.sop_uid} not found")
+
+
+async def _still_stored(blobs: BlobStore, instance: LocatedInstance) -> bool:
+    """On a local store, whether the object at a remembered location still has its size (a
+    ``stat``, a few µs): it catches a replacement whose event this gateway has not processed
+    yet (see ``locations``). Elsewhere a HEAD would cost a round trip; the events decide."""
+    if not isinstance(blobs, LocalBlobs):
+        return True
+    info = await blobs.head(instance.object_key)
+    return info is not None and info.size == instance.size
 
 
 def instance_path(instance: LocatedInstance) -> str:

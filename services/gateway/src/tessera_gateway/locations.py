@@ -11,7 +11,8 @@ An entry must never outlive the instance it describes:
 * so this gateway drops what its own STOW-RS and DELETE touched as soon as they answer:
   read-your-writes through one gateway does not depend on event delivery. Through another
   gateway, a read in the moment before its event arrives can still find the old location, the
-  same window a read already had when its locate answered just before a replacement;
+  same window a read already had when its locate answered just before a replacement; on a
+  local store ``instances.locate_one`` also checks the object's size before using an entry;
 * a locate that began before a change is not remembered (every drop bumps a generation, which
   ``put`` compares with the one its locate started under);
 * events missed while the NATS connection was down are covered by dropping everything when
