@@ -28,14 +28,8 @@ class CountingIndex(ThreadedIndex):
 
 
 def stored_event(record: InstanceRecord) -> InstanceStoredEvent:
-    return InstanceStoredEvent(
-        study_uid=record.study_uid,
-        series_uid=record.series_uid,
-        sop_uid=record.sop_uid,
-        sop_class_uid=record.sop_class_uid,
-        sidecar_key=record.sidecar_key,
-        sha256=record.sha256,
-        stored_at="2024-01-01T00:00:00+00:00",
+    return InstanceStoredEvent.of(record).model_copy(
+        update={"stored_at": "2024-01-01T00:00:00+00:00"}  # old: no catch-up delay
     )
 
 

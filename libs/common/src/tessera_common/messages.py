@@ -231,6 +231,19 @@ class InstanceStoredEvent(Message):
     sha256: str
     stored_at: str
 
+    @classmethod
+    def of(cls, record: InstanceRecord) -> InstanceStoredEvent:
+        """The event that announces ``record``."""
+        return cls(
+            study_uid=record.study_uid,
+            series_uid=record.series_uid,
+            sop_uid=record.sop_uid,
+            sop_class_uid=record.sop_class_uid,
+            sidecar_key=record.sidecar_key,
+            sha256=record.sha256,
+            stored_at=record.stored_at,
+        )
+
 
 class QueryLevel(StrEnum):
     STUDY = "study"

@@ -365,15 +365,7 @@ class Ingestor:
             await self._blobs.put(record.sidecar_key, record.model_dump_json().encode())
 
     async def _announce(self, record: InstanceRecord) -> None:
-        event = InstanceStoredEvent(
-            study_uid=record.study_uid,
-            series_uid=record.series_uid,
-            sop_uid=record.sop_uid,
-            sop_class_uid=record.sop_class_uid,
-            sidecar_key=record.sidecar_key,
-            sha256=record.sha256,
-            stored_at=record.stored_at,
-        )
+        event = InstanceStoredEvent.of(record)
         await self._bus.publish_event(
             Subject.EVENT_INSTANCE_STORED, event, msg_id=f"{record.sop_uid}:{record.sha256}"
         )
