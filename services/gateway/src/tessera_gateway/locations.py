@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -35,6 +34,7 @@ from aiohttp import web
 from nats.aio.msg import Msg
 
 from tessera_common.bus import Bus
+from tessera_common.lru import Lru
 from tessera_common.messages import LocatedInstance
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,7 @@ class Locations:
         epoch: Callable[[], int] = lambda: 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._capacity = capacity
+        self._entries: Lru[str, _Entry] = Lru(capacity)
         self._ttl = ttl
         self._epoch = epoch
         self._seen_epoch = epoch()
@@ -78,12 +77,11 @@ class Locations:
         if entry is None:
             return None
         if entry.expires < self._clock():
-            del self._entries[sop_uid]
+            self._entries.pop(sop_uid)
             return None
         instance = entry.instance
         if instance.study_uid != study_uid or series_uid not in (None, instance.series_uid):
             return None  # another path: let the query service answer (404)
-        self._entries.move_to_end(sop_uid)
         return instance
 
     def put(self, instance: LocatedInstance, generation: int) -> None:
@@ -92,15 +90,12 @@ class Locations:
         self._check_epoch()
         if generation != self.generation:
             return
-        self._entries[instance.sop_uid] = _Entry(instance, self._clock() + self._ttl)
-        self._entries.move_to_end(instance.sop_uid)
-        while len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
+        self._entries.put(instance.sop_uid, _Entry(instance, self._clock() + self._ttl))
 
     def forget(self, sop_uids: Iterable[str]) -> None:
         self.generation += 1
         for sop_uid in sop_uids:
-            self._entries.pop(sop_uid, None)
+            self._entries.pop(sop_uid)
 
     def clear(self) -> None:
         self.generation += 1

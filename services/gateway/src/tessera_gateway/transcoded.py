@@ -11,37 +11,23 @@ that finds the object gone all the same drops the entry and asks the codec again
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from aiohttp import web
 
+from tessera_common.lru import Lru
 from tessera_common.messages import FrameLocation
 
 #: (SHA-256 of the stored bytes, target transfer syntax UID, frame number)
 FrameKey = tuple[str, str, int]
 
 
-class TranscodedFrames:
+class TranscodedFrames(Lru[FrameKey, FrameLocation]):
     """A bounded LRU of ``FrameLocation`` by ``FrameKey``."""
 
     def __init__(self, capacity: int = 50_000) -> None:
-        self._entries: OrderedDict[FrameKey, FrameLocation] = OrderedDict()
-        self._capacity = capacity
-
-    def get(self, key: FrameKey) -> FrameLocation | None:
-        location = self._entries.get(key)
-        if location is not None:
-            self._entries.move_to_end(key)
-        return location
-
-    def put(self, key: FrameKey, location: FrameLocation) -> None:
-        self._entries[key] = location
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
+        super().__init__(capacity)
 
     def forget(self, key: FrameKey) -> None:
-        self._entries.pop(key, None)
+        self.pop(key)
 
 
 TRANSCODED = web.AppKey("transcoded_frames", TranscodedFrames)

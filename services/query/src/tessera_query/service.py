@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +21,7 @@ from opentelemetry import trace
 from tessera_common.blobstore import BlobNotFoundError, BlobStore, open_blob_store
 from tessera_common.bus import Bus, WithPayload
 from tessera_common.errors import ErrorCode, TesseraError
+from tessera_common.lru import Lru
 from tessera_common.messages import (
     ContentsReply,
     IndexBatchReply,
@@ -68,13 +68,11 @@ class QueryService:
         self._blobs = blobs
         #: What this process indexed from STOW requests: the stored event that follows each
         #: one needs no index lookup (skipping is right even if the instance was deleted since).
-        self._indexed: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._indexed: Lru[tuple[str, str], bool] = Lru(RECENTLY_INDEXED)
 
     def _remember(self, records: Sequence[InstanceRecord]) -> None:
         for record in records:
-            self._indexed[(record.sop_uid, record.sha256)] = None
-        while len(self._indexed) > RECENTLY_INDEXED:
-            self._indexed.popitem(last=False)
+            self._indexed.put((record.sop_uid, record.sha256), True)
 
     async def index(self, request: IndexRequest) -> IndexReply:
         record = request.record

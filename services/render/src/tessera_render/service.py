@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -29,6 +28,7 @@ from tessera_common.blobstore import BlobNotFoundError, BlobStore, check_key, op
 from tessera_common.bus import Bus, WithPayload
 from tessera_common.errors import ErrorCode, TesseraError
 from tessera_common.layout import STUDIES_PREFIX
+from tessera_common.lru import Lru
 from tessera_common.messages import (
     INLINE_RENDER_BYTES,
     Ping,
@@ -60,16 +60,12 @@ class SecondRequest:
     again (CDNs admit objects on a second hit for the same reason)."""
 
     def __init__(self, capacity: int = 65_536) -> None:
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._capacity = capacity
+        self._seen: Lru[str, bool] = Lru(capacity)
 
     def admit(self, key: str) -> bool:
-        if key in self._seen:
-            del self._seen[key]
+        if self._seen.pop(key):
             return True
-        self._seen[key] = None
-        if len(self._seen) > self._capacity:
-            self._seen.popitem(last=False)
+        self._seen.put(key, True)
         return False
 
 
