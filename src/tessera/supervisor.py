@@ -243,6 +243,8 @@ def child_environment(settings: Settings, nats_url: str) -> dict[str, str]:
         else:
             environment[key] = str(value)
     environment["TESSERA_NATS_URL"] = nats_url
+    # One store process writes here: its own locks keep changes of an instance apart.
+    environment["TESSERA_INSTANCE_LOCKS"] = "process"
     if gateway_worker_count(settings) > 1:
         environment["TESSERA_REUSE_PORT"] = "true"
     environment["TESSERA_SUPERVISOR_PID"] = str(os.getpid())

@@ -55,7 +55,7 @@ from tessera_gateway.webhooks import (
     webhook_targets,
 )
 from tessera_store.delete import Deleter
-from tessera_store.ingest import InstanceLocks
+from tessera_store.locks import ProcessLocks
 
 Client = TestClient[web.Request, web.Application]
 FEED = "/dicom-web/changefeed"
@@ -191,7 +191,7 @@ class Deployment:
 async def _serve_store(archive: Archive) -> None:
     """The handlers DELETE needs beyond those ``running_archive`` serves."""
     bus, blobs = archive.bus, archive.blobs
-    deleter = Deleter(blobs, bus, InstanceLocks())
+    deleter = Deleter(blobs, bus, ProcessLocks())
     await bus.serve(Subject.STORE_DELETE, DeleteRequest, deleter.delete, queue="store")
 
 

@@ -41,7 +41,7 @@ from tessera_common.settings import Settings
 from tessera_gateway.app import build_app
 from tessera_query.service import QueryService
 from tessera_store.delete import Deleter
-from tessera_store.ingest import InstanceLocks
+from tessera_store.locks import ProcessLocks
 
 Client = TestClient[web.Request, web.Application]
 STUDY_1 = f"/dicom-web/studies/{study_uid(1)}"
@@ -73,7 +73,7 @@ async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
     blobs = open_blob_store(settings)
     async with running_archive(tmp_path, blobs, settings=settings) as archive:
         bus = archive.bus
-        deleter = Deleter(blobs, bus, InstanceLocks())
+        deleter = Deleter(blobs, bus, ProcessLocks())
         await bus.serve(Subject.STORE_INGEST, IngestRequest, archive.ingestor.ingest, queue="store")
         await bus.serve(
             Subject.STORE_INGEST_BATCH,

@@ -210,6 +210,7 @@ def test_child_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
             "nats_url": "nats://127.0.0.1:4567",
             "data_dir": tmp_path / "relative",
             "public_url": "http://127.0.0.1:9999/dicom-web",
+            "instance_locks": "process",
         }
     )
     assert Settings().model_dump() == expected.model_dump()
@@ -413,3 +414,12 @@ def test_gateways_share_the_port_only_when_there_are_several(gateways: int, shar
     names = [name for name, command in process_names(("gateway",), settings)]
     assert names == ["gateway", "gateway-2"][:gateways]
     assert child_environment(settings, "nats://127.0.0.1:4222")["TESSERA_REUSE_PORT"] == shared
+
+
+def test_embedded_store_uses_process_locks() -> None:
+    """One store process in embedded mode: no leases in NATS (``tessera store`` alone: cluster)."""
+    from tessera.supervisor import child_environment
+
+    assert Settings().instance_locks == "cluster"
+    environment = child_environment(Settings(), "nats://127.0.0.1:4222")
+    assert environment["TESSERA_INSTANCE_LOCKS"] == "process"

@@ -151,6 +151,12 @@ class Settings(BaseSettings):
         description="a re-stored SOP Instance UID whose bytes differ: 'overwrite' (latest wins) "
         "or 'reject' (Failure Reason 0111H); the same bytes twice always succeed",
     )
+    instance_locks: Literal["cluster", "process"] = Field(
+        default="cluster",
+        description="how store processes keep two changes of one SOP Instance apart: 'cluster' "
+        "(a lease per instance in a NATS key-value bucket, for several store replicas) or "
+        "'process' (in-process locks; enough for one store process, as in embedded mode)",
+    )
     orphan_grace_seconds: float = Field(
         default=3600.0,
         gt=0,

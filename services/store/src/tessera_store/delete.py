@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 
 from tessera_common.blobstore import BlobStore
@@ -42,7 +41,7 @@ from tessera_common.messages import (
 )
 from tessera_common.uid import InvalidUIDError
 
-from .ingest import InstanceLocks
+from .locks import InstanceLocks
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ class Deleter:
     def __init__(self, blobs: BlobStore, bus: Bus, locks: InstanceLocks) -> None:
         self._blobs = blobs
         self._bus = bus
-        self._lock = locks
+        self._locks = locks
 
     async def delete(self, request: DeleteRequest) -> DeleteReply:
         try:
@@ -74,10 +73,7 @@ class Deleter:
             raise TesseraError(ErrorCode.INVALID_UID, str(exc)) from exc
         requested = {instance.sop_uid: instance for instance in request.instances}
         sop_uids = sorted(requested)
-        async with AsyncExitStack() as held:
-            # Sorted, so two deletions sharing instances cannot deadlock; ingest holds one.
-            for sop_uid in sop_uids:
-                await held.enter_async_context(self._lock(sop_uid))
+        async with self._locks.hold(sop_uids):
             removed = await self._unindex(sop_uids)
             instances: list[InstanceLocation] = [*removed.instances]
             named = {instance.sop_uid for instance in instances}

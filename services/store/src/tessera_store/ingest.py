@@ -37,10 +37,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from enum import StrEnum
-from weakref import WeakValueDictionary
 
 from pydantic import ValidationError
 
@@ -66,6 +64,7 @@ from .analysis import InstanceAnalysis, InstanceRejectedError, analyze_instance
 from .analysis_pool import AnalysisPool
 from .batching import index_message as index_message  # re-exported (maintenance.py)
 from .batching import index_pages, rounds, settled
+from .locks import InstanceLocks, ProcessLocks
 
 log = logging.getLogger(__name__)
 #: Instances of a batch moved into place (rename, sidecar) at once. On a local filesystem the
@@ -105,21 +104,6 @@ def build_record(
     )
 
 
-class InstanceLocks:
-    """One lock per SOP Instance UID, shared by ingest and deletion in this store process, so
-    that a STOW and a DELETE of one instance never interleave. Unused locks are dropped."""
-
-    def __init__(self) -> None:
-        self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
-
-    def __call__(self, sop_uid: str) -> asyncio.Lock:
-        lock = self._locks.get(sop_uid)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[sop_uid] = lock
-        return lock
-
-
 class Ingestor:
     def __init__(
         self,
@@ -137,7 +121,7 @@ class Ingestor:
         self._blobs = blobs
         self._bus = bus
         self._duplicates = DuplicatePolicy(duplicates)
-        self._lock = locks or InstanceLocks()
+        self._locks = locks or ProcessLocks()
         self._placements = placements
         self._pool = analysis_pool
 
@@ -226,12 +210,9 @@ class Ingestor:
         self, items: Sequence[tuple[IngestRequest, InstanceAnalysis]]
     ) -> list[InstanceOutcome | Exception]:
         """Place, announce and index instances of distinct SOP Instance UIDs, holding their
-        locks throughout: one ingest of a SOP Instance at a time in this process, so that two
-        versions racing in never both pass the duplicate check. Locks are taken in sorted
-        order, as deletion takes them, so the two cannot deadlock."""
-        async with AsyncExitStack() as held:
-            for sop_uid in sorted({analysis.sop_uid for _, analysis in items}):
-                await held.enter_async_context(self._lock(sop_uid))
+        locks throughout (``locks``): one ingest of a SOP Instance at a time, so that two
+        versions racing in never both pass the duplicate check nor interleave their writes."""
+        async with self._locks.hold(analysis.sop_uid for _, analysis in items):
             stored_at = datetime.now(UTC).isoformat()
             records = [
                 build_record(

@@ -26,7 +26,8 @@ from tessera_common.workers import per_cpu
 from .analysis import quiet_pydicom
 from .analysis_pool import AnalysisPool
 from .delete import Deleter
-from .ingest import PLACEMENTS_LOCAL, PLACEMENTS_REMOTE, Ingestor, InstanceLocks
+from .ingest import PLACEMENTS_LOCAL, PLACEMENTS_REMOTE, Ingestor
+from .locks import ClusterLocks, InstanceLocks, ProcessLocks
 from .metadata_ingest import Assembler
 from .orphans import collecting_orphans
 
@@ -55,7 +56,9 @@ async def run(settings: Settings) -> None:
     pool: AnalysisPool | None = None
     try:
         await bus.ensure_streams(settings.stream_replicas)
-        locks = InstanceLocks()
+        locks: InstanceLocks = ProcessLocks()
+        if settings.instance_locks == "cluster":
+            locks = await ClusterLocks.open(bus, replicas=settings.stream_replicas)
         pool = analysis_pool(settings)
         if pool is not None:
             await pool.warm_up()
