@@ -18,6 +18,7 @@ The contract, as these tests state it:
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import io
 import os
@@ -433,3 +434,30 @@ async def test_local_directories_are_not_objects(tmp_path: Path) -> None:
         with pytest.raises(BlobNotFoundError):
             await use
     assert await local.get("dir/object") == b"x"
+
+
+async def test_local_small_writes_are_whole_or_absent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small put is written on the calling thread through a staging file: one that fails
+    part-way (the disk full) leaves the previous object and no visible trace."""
+    local = LocalBlobs(tmp_path)
+    await local.put("a/b/object", b"old")  # creates its directories
+    written = os.write
+
+    def disk_full(fd: int, data: bytes | memoryview) -> int:
+        if len(data) > 4:
+            written(fd, bytes(data)[:4])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return written(fd, data)
+
+    monkeypatch.setattr(os, "write", disk_full)
+    with pytest.raises(OSError):
+        await local.put("a/b/object", b"a new version")
+    monkeypatch.undo()
+    assert await local.get("a/b/object") == b"old"
+    assert sorted(p.name for p in (tmp_path / "a" / "b").iterdir()) == ["object"]
+    (tmp_path / "a" / "b" / "object#12345").write_bytes(b"left by a crash")
+    assert await listed(local, "a/") == {BlobInfo(key="a/b/object", size=3)}
+    await local.rename("a/b/object", "c/d/moved")
+    assert await local.get("c/d/moved") == b"old"

@@ -286,9 +286,25 @@ class LocalBlobs(ObjectStoreBlobs):
         """Where object ``key`` lies on this machine (for ``sendfile``)."""
         return self._root / check_key(key)
 
-    # Reads bypass obstore (see ``local_files``). Up to ``INLINE_READ_BYTES`` from the page
-    # cache cost less than a hop to a worker thread, so they stay on the calling (event-loop)
-    # thread. Writes stay with obstore: under concurrent load it costs what direct calls do.
+    # Small reads and writes bypass obstore (see ``local_files``): up to ``INLINE_READ_BYTES``
+    # read or ``INLINE_WRITE_BYTES`` written through the page cache cost less than a hop to a
+    # worker thread, so they stay on the calling (event-loop) thread. Larger writes go through
+    # obstore's blocking pool (in a worker thread, direct calls cost what obstore does).
+
+    async def put(self, key: str, data: bytes) -> None:
+        if len(data) > INLINE_WRITE_BYTES:
+            await super().put(key, data)
+        else:
+            local_files.write(self.local_path(key), data)
+
+    async def rename(self, src: str, dst: str) -> None:
+        try:
+            local_files.rename(self.local_path(src), self.local_path(dst))
+        except local_files.MISSING as exc:
+            raise BlobNotFoundError(src) from exc
+
+    async def delete(self, key: str) -> None:
+        local_files.remove(self.local_path(key))
 
     async def get(self, key: str) -> bytes:
         path = self.local_path(key)
@@ -325,6 +341,9 @@ class LocalBlobs(ObjectStoreBlobs):
 
 #: ``LocalBlobs`` reads objects or ranges up to this size without leaving the event loop.
 INLINE_READ_BYTES = 1024 * 1024
+#: ``LocalBlobs`` writes objects up to this size without leaving the event loop (a 2 KiB object:
+#: about 40 µs against 160 µs of CPU through obstore).
+INLINE_WRITE_BYTES = 256 * 1024
 
 
 def open_blob_store(settings: Settings) -> ObjectStoreBlobs:
