@@ -64,20 +64,23 @@ def shared_files() -> tuple[DicomFile, ...]:
     return tuple(found)
 
 
-@cache
-def pydicom_files() -> tuple[DicomFile, ...]:
-    """pydicom / pydicom-data files that are storable PS3.10 files with valid UIDs.
-
-    The folders are read directly: pydicom's lookup helpers try to download files that
-    pydicom-data does not carry, and nothing may be downloaded at test time.
-    """
+def pydicom_paths() -> list[Path]:
+    """Every file pydicom and pydicom-data bundle, read from their folders: pydicom's lookup
+    helpers try to download files that pydicom-data does not carry, and nothing may be
+    downloaded at test time."""
     folders = [
         Path(pydicom.data.__file__).parent / "test_files",
         Path(pydicom.data.__file__).parent / "charset_files",
         Path(data_store.__file__).parent / "data",
     ]
+    return sorted(p for folder in folders for p in folder.rglob("*") if p.is_file())
+
+
+@cache
+def pydicom_files() -> tuple[DicomFile, ...]:
+    """pydicom / pydicom-data files that are storable PS3.10 files with valid UIDs."""
     found = []
-    for path in sorted(p for folder in folders for p in folder.rglob("*") if p.is_file()):
+    for path in pydicom_paths():
         described = _describe(path)
         if described is not None:
             found.append(described)
