@@ -20,13 +20,14 @@ from tessera_common.messages import (
     FrameIndex,
     InstanceRecord,
     LocateRequest,
+    MetadataRequest,
     QueryLevel,
     SearchReply,
 )
 from tessera_common.qido import parse_search
 from tessera_query.index import BlockingIndex, Index, ThreadedIndex
 from tessera_query.sql import SCHEMA_VERSION
-from tessera_query.sqlite_index import SqliteIndex
+from tessera_query.sqlite_index import SqliteIndex, metadata_page_sql
 
 STUDY, SERIES, INSTANCE = QueryLevel.STUDY, QueryLevel.SERIES, QueryLevel.INSTANCE
 ROOT = "1.2.826.0.1.3680043.8.498"
@@ -261,6 +262,33 @@ def test_an_older_index_is_rebuilt_from_its_instances(tmp_path: Path) -> None:
         assert reopened.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         tables = {r[0] for r in reopened.execute("SELECT name FROM sqlite_master")}
         assert not any(name.startswith("old_") for name in tables)
+
+
+@pytest.mark.parametrize("series", [True, False], ids=["series", "study"])
+def test_metadata_pages_are_read_in_index_order(index: SqliteIndex, series: bool) -> None:
+    """No page sorts the instances (and their JSON) again: each reads an ordered index."""
+    record = all_instances()[0][0]
+    request = MetadataRequest(
+        study_uid=record.study_uid, series_uid=record.series_uid if series else None, offset=2
+    )
+    sql, params = metadata_page_sql(request)
+    with index._lock:
+        plan = index._conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "TEMP B-TREE" not in details, details
+    assert "_order" in details, details
+
+
+def test_an_index_of_the_previous_layout_gains_the_order_indexes(tmp_path: Path) -> None:
+    path = tmp_path / "previous.sqlite"
+    with SqliteIndex(path) as db:
+        db._conn.execute("DROP INDEX instances_series_order")
+        db._conn.execute("DROP INDEX instances_study_order")
+        db._conn.execute("CREATE INDEX instances_series ON instances (series_uid, instance_number)")
+    with SqliteIndex(path), sqlite3.connect(path) as reopened:
+        names = {r[0] for r in reopened.execute("SELECT name FROM sqlite_master")}
+    assert {"instances_series_order", "instances_study_order"} <= names
+    assert "instances_series" not in names
 
 
 def test_database_is_in_wal_mode(index: SqliteIndex, tmp_path: Path) -> None:

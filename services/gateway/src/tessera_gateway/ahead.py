@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+)
 from typing import TypeVar
 
 K = TypeVar("K")
@@ -37,3 +44,15 @@ async def in_order(
     finally:
         for _, task in pending:
             task.cancel()
+
+
+async def prefetched(items: AsyncIterator[V]) -> AsyncGenerator[V]:
+    """``items``, the next one asked for while the consumer handles the current one (for
+    pages whose request depends on the previous answer); cancelled when the consumer stops."""
+    upcoming: asyncio.Future[V | None] = asyncio.ensure_future(anext(items, None))
+    try:
+        while (item := await upcoming) is not None:
+            upcoming = asyncio.ensure_future(anext(items, None))
+            yield item
+    finally:
+        upcoming.cancel()

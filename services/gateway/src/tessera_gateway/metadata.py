@@ -37,6 +37,7 @@ from tessera_common.blobstore import BlobNotFoundError, BlobStore
 from tessera_common.errors import ErrorCode, TesseraError
 from tessera_common.messages import ContentsReply, MetadataPage, MetadataRequest, Subject
 
+from .ahead import prefetched
 from .context import BLOBS, BUS, optional_path_uid, path_uid, service_root
 from .dicom_xml import to_xml
 from .instances import MultipartWriter, accept_items, locate_request
@@ -266,27 +267,36 @@ async def _build(
     await response.prepare(request)
     bulk_prefix = BULKDATA_KEY + root.encode() + b"/"
     plain = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115
-    packed = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115
+    # Compressed while streaming only for a client that takes gzip; otherwise afterwards, in
+    # the background, for the cache.
+    packed = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) if form.gzip else None  # noqa: SIM115
     compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)
     documents = 0
     keep = False
     try:
         separator = b"["
-        async for page, joined in _pages(request):
+        # The next page is asked for while this one is written.
+        async for page, joined in prefetched(_pages(request)):
             if not page.count:
                 continue
             chunk = separator + _absolute(joined, bulk_prefix)
             documents += page.count
             separator = b","
-            gz = await asyncio.to_thread(compressor.compress, chunk)
             plain.write(chunk)
-            packed.write(gz)
-            await response.write(gz if form.gzip else chunk)
+            if packed is not None:
+                gz = await asyncio.to_thread(compressor.compress, chunk)
+                packed.write(gz)
+                await response.write(gz)
+            else:
+                await response.write(chunk)
         tail = b"[]" if separator == b"[" else b"]"
-        gz_tail = compressor.compress(tail) + compressor.flush()
         plain.write(tail)
-        packed.write(gz_tail)
-        await response.write(gz_tail if form.gzip else tail)
+        if packed is not None:
+            gz_tail = compressor.compress(tail) + compressor.flush()
+            packed.write(gz_tail)
+            await response.write(gz_tail)
+        else:
+            await response.write(tail)
         await response.write_eof()
         keep = documents == contents.count and (await _contents(request)) == contents
     finally:
@@ -297,16 +307,24 @@ async def _build(
             task.add_done_callback(background.discard)
         else:
             plain.close()
-            packed.close()
+            if packed is not None:
+                packed.close()
     return response
 
 
-async def _store(blobs: BlobStore, key: str, plain: IO[bytes], packed: IO[bytes]) -> None:
-    """Upload both forms, then remove the documents this one replaces."""
+async def _store(blobs: BlobStore, key: str, plain: IO[bytes], packed: IO[bytes] | None) -> None:
+    """Upload both forms (compressing the plain one here if the request did not), then remove
+    the documents this one replaces."""
     try:
-        for suffix, spool in ((".json", plain), (".json.gz", packed)):
-            spool.seek(0)
-            await blobs.put(key + suffix, await asyncio.to_thread(spool.read))
+        plain.seek(0)
+        document = await asyncio.to_thread(plain.read)
+        await blobs.put(key + ".json", document)
+        if packed is None:
+            compressed = await asyncio.to_thread(_gzip, document)
+        else:
+            packed.seek(0)
+            compressed = await asyncio.to_thread(packed.read)
+        await blobs.put(key + ".json.gz", compressed)
         prefix = key.rsplit("/", 1)[0] + "/"
         async for info in blobs.list(prefix):
             if not info.key.startswith(key + "."):
@@ -315,7 +333,8 @@ async def _store(blobs: BlobStore, key: str, plain: IO[bytes], packed: IO[bytes]
         log.exception("caching a metadata document failed")
     finally:
         plain.close()
-        packed.close()
+        if packed is not None:
+            packed.close()
 
 
 async def _xml(request: web.Request) -> web.StreamResponse:

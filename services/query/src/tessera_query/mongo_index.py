@@ -87,7 +87,9 @@ INDEXES: dict[str, list[list[tuple[str, int]]]] = {
     ],
     "instances": [
         [("study_uid", 1), ("series_number", 1), ("series_uid", 1), ("number", 1), ("_id", 1)],
-        [("series_uid", 1), ("number", 1)],
+        # The order of metadata pages, at series and at study level.
+        [("series_uid", 1), ("number", 1), ("_id", 1)],
+        [("study_uid", 1), ("series_uid", 1), ("number", 1), ("_id", 1)],
         [("sop_class_uid", 1)],
         [("patient_id", 1)],
     ],

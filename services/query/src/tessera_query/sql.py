@@ -80,7 +80,14 @@ SCHEMA = (
     keys TEXT NOT NULL,
     metadata TEXT NOT NULL
 )""",
-    "CREATE INDEX IF NOT EXISTS instances_series ON instances (series_uid, instance_number)",
+    # In the order of metadata pages (``metadata_page``), so that a page is read in index order
+    # rather than sorting every instance of the series or study, their JSON included, again
+    # for each page. (They replace ``instances_series``, which lacked ``sop_uid``.)
+    "DROP INDEX IF EXISTS instances_series",
+    "CREATE INDEX IF NOT EXISTS instances_series_order"
+    " ON instances (series_uid, instance_number, sop_uid)",
+    "CREATE INDEX IF NOT EXISTS instances_study_order"
+    " ON instances (study_uid, series_uid, instance_number, sop_uid)",
     "CREATE INDEX IF NOT EXISTS instances_study ON instances (study_uid, sop_class_uid)",
     "CREATE INDEX IF NOT EXISTS instances_sop_class ON instances (sop_class_uid)",
 )
