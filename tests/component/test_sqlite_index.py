@@ -26,8 +26,8 @@ from tessera_common.messages import (
 )
 from tessera_common.qido import parse_search
 from tessera_query.index import BlockingIndex, Index, ThreadedIndex
-from tessera_query.sql import SCHEMA_VERSION
-from tessera_query.sqlite_index import SqliteIndex, metadata_page_sql
+from tessera_query.sql import SCHEMA_VERSION, compile_metadata_page
+from tessera_query.sqlite_index import SqliteIndex
 
 STUDY, SERIES, INSTANCE = QueryLevel.STUDY, QueryLevel.SERIES, QueryLevel.INSTANCE
 ROOT = "1.2.826.0.1.3680043.8.498"
@@ -271,7 +271,7 @@ def test_metadata_pages_are_read_in_index_order(index: SqliteIndex, series: bool
     request = MetadataRequest(
         study_uid=record.study_uid, series_uid=record.series_uid if series else None, offset=2
     )
-    sql, params = metadata_page_sql(request)
+    sql, params = compile_metadata_page(request)
     with index._lock:
         plan = index._conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
     details = " ".join(str(row[-1]) for row in plan)

@@ -24,6 +24,7 @@ from tessera_common.messages import (
     AttributeMatch,
     LocateRequest,
     MatchTerm,
+    MetadataRequest,
     QueryLevel,
     SearchRequest,
 )
@@ -432,15 +433,33 @@ def compile_contents(req: LocateRequest) -> tuple[str, list[object]]:
     return _retrieve_order(req, "i.sop_uid, i.sha256")
 
 
-def _retrieve_order(req: LocateRequest, columns: str) -> tuple[str, list[object]]:
-    conditions = ["i.study_uid = ?"]
+def _named(req: LocateRequest | MetadataRequest, alias: str) -> tuple[list[str], list[object]]:
+    """The conditions on study, series and SOP Instance UID that ``req`` names."""
+    conditions = [f"{alias}study_uid = ?"]
     params: list[object] = [req.study_uid]
     if req.series_uid is not None:
-        conditions.append("i.series_uid = ?")
+        conditions.append(f"{alias}series_uid = ?")
         params.append(req.series_uid)
     if req.sop_uid is not None:
-        conditions.append("i.sop_uid = ?")
+        conditions.append(f"{alias}sop_uid = ?")
         params.append(req.sop_uid)
+    return conditions, params
+
+
+def compile_metadata_page(req: MetadataRequest) -> tuple[str, list[object]]:
+    """The stored JSON of ``req``'s instances from ``req.offset`` on, in the order of the
+    ``instances_*_order`` indexes (no sort)."""
+    conditions, params = _named(req, "")
+    sql = (
+        "SELECT metadata FROM instances WHERE "  # noqa: S608 - fixed column conditions
+        + " AND ".join(conditions)
+        + " ORDER BY series_uid, instance_number, sop_uid LIMIT -1 OFFSET ?"
+    )
+    return sql, [*params, req.offset]
+
+
+def _retrieve_order(req: LocateRequest, columns: str) -> tuple[str, list[object]]:
+    conditions, params = _named(req, "i.")
     sql = (
         f"SELECT {columns} FROM instances AS i"  # noqa: S608 - fixed column names
         " JOIN series AS se ON se.series_uid = i.series_uid"

@@ -52,6 +52,7 @@ from .sql import (
     SCHEMA_VERSION,
     compile_contents,
     compile_locate,
+    compile_metadata_page,
     compile_search,
 )
 from .sqlite_results import COMPOSERS
@@ -394,7 +395,7 @@ class SqliteIndex:
 
     def metadata_page(self, req: MetadataRequest) -> MetadataReply:
         """Stored instance JSON of a study, series or instance, one page below PAGE_BYTES."""
-        sql, params = metadata_page_sql(req)
+        sql, params = compile_metadata_page(req)
         budget = PageBudget()
         documents: list[str] = []
         with self._lock:
@@ -484,20 +485,3 @@ class SqliteIndex:
         return LocateReply(
             instances=instances, next_offset=req.offset + len(instances) if more else None
         )
-
-
-def metadata_page_sql(req: MetadataRequest) -> tuple[str, list[str | int]]:
-    """The query of ``metadata_page``: in the order of the ``instances_*_order`` indexes."""
-    conditions, params = ["study_uid = ?"], [req.study_uid]
-    if req.series_uid is not None:
-        conditions.append("series_uid = ?")
-        params.append(req.series_uid)
-    if req.sop_uid is not None:
-        conditions.append("sop_uid = ?")
-        params.append(req.sop_uid)
-    sql = (
-        "SELECT metadata FROM instances WHERE "  # noqa: S608 - fixed column conditions
-        + " AND ".join(conditions)
-        + " ORDER BY series_uid, instance_number, sop_uid LIMIT -1 OFFSET ?"
-    )
-    return sql, [*params, req.offset]
