@@ -1,7 +1,8 @@
 """Scenario 4: WADO-RS series metadata (PS3.18 §10.4.1.1.2) of the 1,000-instance series.
 
 What a viewer asks before it shows a series. The very first request after loading is reported
-on its own (cold: nothing cached), then warm requests give p50/p95.
+on its own (nothing cached by a request; Tessera may have built the document ahead, a few seconds
+after the series was stored: see bench/README.md), then warm requests give p50/p95.
 """
 
 from __future__ import annotations

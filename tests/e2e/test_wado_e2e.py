@@ -12,23 +12,32 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import time
 import zipfile
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
 import numpy as np
+import orjson
 import pydicom
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
+from pydicom.uid import generate_uid
 from tests.support.dicom_files import DicomFile, shared_files, split_by_sop
 from tests.support.http import stow
 from tests.support.system import RunningTessera, start_tessera
 
 from tessera_codec import plugins
+from tessera_common.layout import (
+    RELATIVE_ROOT,
+    metadata_document_digest,
+    metadata_document_key,
+)
+from tessera_common.messages import contents_digest
 from tessera_gateway.mediatype import parse_content_type
 from tessera_gateway.multipart import iter_parts
 
@@ -480,6 +489,49 @@ def test_series_metadata_cache_etag_and_gzip(
     )
     assert len(parts(xml)) == 5
     assert b"NativeDicomModel" in parts(xml)[0][1]
+
+
+def test_series_metadata_built_ahead_is_what_the_first_request_gets(
+    tessera: RunningTessera,
+) -> None:
+    """A few seconds after a series changed, the query service has stored its document with
+    root-relative BulkDataURIs; the first request is answered from it, with this root."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    assert stow(tessera.root, [data]).status_code == 200
+    contents = contents_digest([(ds.SOPInstanceUID, hashlib.sha256(data).hexdigest())])
+    relative = (
+        tessera.data_dir
+        / "objects"
+        / (
+            metadata_document_key(
+                ds.StudyInstanceUID,
+                ds.SeriesInstanceUID,
+                metadata_document_digest(RELATIVE_ROOT, contents),
+            )
+            + ".json"
+        )
+    )
+    deadline = time.monotonic() + 20
+    while not relative.exists():
+        assert time.monotonic() < deadline, "no series document was built ahead"
+        time.sleep(0.2)
+    (document,) = orjson.loads(relative.read_bytes())
+    assert document["7FE00010"]["BulkDataURI"].startswith("studies/")
+    # Marked, to tell the document built ahead from one the gateway would build itself.
+    document["00204000"] = {"vr": "LT", "Value": ["built ahead"]}
+    relative.write_bytes(orjson.dumps([document]))
+
+    series = f"{tessera.root}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+    (first,) = requests.get(f"{series}/metadata", headers={"Accept-Encoding": "identity"}).json()
+    assert first["00204000"]["Value"] == ["built ahead"]
+    assert first["7FE00010"]["BulkDataURI"].startswith(f"{tessera.root}/studies/")
+    zipped = requests.get(f"{series}/metadata", headers={"Accept-Encoding": "gzip"})
+    assert zipped.json() == [first]
 
 
 # --- errors and WADO-URI ---------------------------------------------------------------------

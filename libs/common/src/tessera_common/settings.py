@@ -151,6 +151,11 @@ class Settings(BaseSettings):
         description="a re-stored SOP Instance UID whose bytes differ: 'overwrite' (latest wins) "
         "or 'reject' (Failure Reason 0111H); the same bytes twice always succeed",
     )
+    prebuild_metadata: bool = Field(
+        default=True,
+        description="build each series' /metadata document a few seconds after the series "
+        "last changed (query service), so that a viewer's first request finds it ready",
+    )
     instance_locks: Literal["cluster", "process"] = Field(
         default="cluster",
         description="how store processes keep two changes of one SOP Instance apart: 'cluster' "

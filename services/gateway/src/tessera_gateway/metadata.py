@@ -13,28 +13,34 @@ replaced or removed instance changes the digest, so a cached document is never s
 digest is the strong ``ETag``: ``If-None-Match`` gets 304 without reading the document. The
 plain and gzip forms are both cached (RFC 9110 §8.4: ``Content-Encoding: gzip`` when the
 client accepts it, ``Vary: Accept-Encoding``); the most recently served documents also stay in
-a bounded in-memory cache. The first request after a change builds the document while
-streaming it (spooled to disk beyond a few MiB) and stores it afterwards, in the background.
+a bounded in-memory cache. A series document the query service built ahead (root-relative,
+``tessera_query.documents``) is served with this root's BulkDataURIs and cached as this root's;
+otherwise the first request after a change builds the document while streaming it (spooled to
+disk beyond a few MiB) and stores it afterwards, in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import tempfile
 import zlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 import orjson
 from aiohttp import web
 
 from tessera_common.blobstore import BlobNotFoundError, BlobStore
 from tessera_common.errors import ErrorCode, TesseraError
+from tessera_common.layout import (
+    RELATIVE_ROOT,
+    metadata_document_digest,
+    metadata_document_key,
+)
 from tessera_common.messages import ContentsReply, MetadataPage, MetadataRequest, Subject
 
 from .ahead import prefetched
@@ -45,7 +51,6 @@ from .negotiation import AcceptItem, parse_accept, quality
 
 JSON_TYPES = ("application/dicom+json", "application/json")
 XML_TYPE = "application/dicom+xml"
-CACHE_PREFIX = "cache/metadata/"
 BULKDATA_KEY = b'"BulkDataURI":"'
 _SPOOL_BYTES = 8 * 1024 * 1024
 #: Level 1: half the time of level 4 on DICOM JSON for a document about 12 % larger (it is
@@ -140,7 +145,7 @@ def accepts_gzip(header: str | None) -> bool:
 
 def digest(root: str, contents: ContentsReply) -> str:
     """What a study or series document is made of (see the module docstring)."""
-    return hashlib.sha256(f"{root}\n{contents.digest}".encode()).hexdigest()
+    return metadata_document_digest(root, contents.digest)
 
 
 async def _contents(request: web.Request) -> ContentsReply:
@@ -190,13 +195,41 @@ async def metadata(request: web.Request) -> web.StreamResponse:
     cached = await _cached(request, key + (".json.gz" if form.gzip else ".json"))
     if cached is not None:
         return web.Response(body=cached, headers=headers)
+    prebuilt = await _prebuilt(request, root, contents)
+    if prebuilt is not None:
+        # Kept under this root's key: in memory at once, in the cache in the background.
+        compressed = await _compress(prebuilt) if form.gzip else None
+        request.app[DOCUMENTS].put(key + ".json", prebuilt)
+        _in_background(request, _store(request.app[BLOBS], key, prebuilt, compressed))
+        body = prebuilt if compressed is None else compressed
+        return web.Response(body=body, headers=headers)
     return await _build(request, root, key, contents, form, headers)
 
 
+async def _prebuilt(request: web.Request, root: str, contents: ContentsReply) -> bytes | None:
+    """The series document the query service built ahead (``tessera_query.documents``), with
+    this root's BulkDataURIs."""
+    series = optional_path_uid(request, "series")
+    if series is None:
+        return None
+    relative_digest = metadata_document_digest(RELATIVE_ROOT, contents.digest)
+    relative_key = metadata_document_key(path_uid(request, "study"), series, relative_digest)
+    try:
+        relative = await request.app[BLOBS].get(relative_key + ".json")
+    except BlobNotFoundError:
+        return None
+    bulk_prefix = BULKDATA_KEY + root.encode() + b"/"
+    if len(relative) > _COMPRESS_INLINE_BYTES:
+        document = await asyncio.to_thread(_absolute, relative, bulk_prefix)
+    else:
+        document = _absolute(relative, bulk_prefix)
+    return document
+
+
 def _cache_key(request: web.Request, document_digest: str) -> str:
-    study = path_uid(request, "study")
-    series = optional_path_uid(request, "series") or "study"
-    return f"{CACHE_PREFIX}{study}/{series}/{document_digest}"
+    return metadata_document_key(
+        path_uid(request, "study"), optional_path_uid(request, "series"), document_digest
+    )
 
 
 async def _cached(request: web.Request, key: str) -> bytes | None:
@@ -301,10 +334,7 @@ async def _build(
         keep = documents == contents.count and (await _contents(request)) == contents
     finally:
         if keep:
-            task = asyncio.create_task(_store(request.app[BLOBS], key, plain, packed))
-            background = request.app[BACKGROUND]
-            background.add(task)
-            task.add_done_callback(background.discard)
+            _in_background(request, _store_spooled(request.app[BLOBS], key, plain, packed))
         else:
             plain.close()
             if packed is not None:
@@ -312,18 +342,37 @@ async def _build(
     return response
 
 
-async def _store(blobs: BlobStore, key: str, plain: IO[bytes], packed: IO[bytes] | None) -> None:
-    """Upload both forms (compressing the plain one here if the request did not), then remove
-    the documents this one replaces."""
+def _in_background(request: web.Request, work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(work)
+    background = request.app[BACKGROUND]
+    background.add(task)
+    task.add_done_callback(background.discard)
+
+
+async def _store_spooled(
+    blobs: BlobStore, key: str, plain: IO[bytes], packed: IO[bytes] | None
+) -> None:
     try:
         plain.seek(0)
         document = await asyncio.to_thread(plain.read)
-        await blobs.put(key + ".json", document)
-        if packed is None:
-            compressed = await asyncio.to_thread(_gzip, document)
-        else:
+        compressed = None
+        if packed is not None:
             packed.seek(0)
             compressed = await asyncio.to_thread(packed.read)
+    finally:
+        plain.close()
+        if packed is not None:
+            packed.close()
+    await _store(blobs, key, document, compressed)
+
+
+async def _store(blobs: BlobStore, key: str, document: bytes, compressed: bytes | None) -> None:
+    """Cache both forms (compressing the plain one here if the request did not), then remove
+    the documents this one replaces."""
+    try:
+        await blobs.put(key + ".json", document)
+        if compressed is None:
+            compressed = await asyncio.to_thread(_gzip, document)
         await blobs.put(key + ".json.gz", compressed)
         prefix = key.rsplit("/", 1)[0] + "/"
         async for info in blobs.list(prefix):
@@ -331,10 +380,6 @@ async def _store(blobs: BlobStore, key: str, plain: IO[bytes], packed: IO[bytes]
                 await blobs.delete(info.key)
     except Exception:
         log.exception("caching a metadata document failed")
-    finally:
-        plain.close()
-        if packed is not None:
-            packed.close()
 
 
 async def _xml(request: web.Request) -> web.StreamResponse:

@@ -47,6 +47,7 @@ from tessera_common.settings import Settings
 from tessera_common.telemetry import extract_context, setup_tracing, tracer
 from tessera_common.traced import TracedBlobStore, traced_index
 
+from .documents import SeriesDocuments
 from .index import Index, ThreadedIndex
 from .sqlite_index import SqliteIndex
 
@@ -63,9 +64,13 @@ RECENTLY_INDEXED = 100_000
 
 
 class QueryService:
-    def __init__(self, index: Index, blobs: BlobStore) -> None:
+    def __init__(
+        self, index: Index, blobs: BlobStore, documents: SeriesDocuments | None = None
+    ) -> None:
         self._index = index
         self._blobs = blobs
+        #: Builds series metadata documents ahead (``TESSERA_PREBUILD_METADATA``).
+        self._documents = documents
         #: What this process indexed from STOW requests: the stored event that follows each
         #: one needs no index lookup (skipping is right even if the instance was deleted since).
         self._indexed: Lru[tuple[str, str], bool] = Lru(RECENTLY_INDEXED)
@@ -73,6 +78,8 @@ class QueryService:
     def _remember(self, records: Sequence[InstanceRecord]) -> None:
         for record in records:
             self._indexed.put((record.sop_uid, record.sha256), True)
+        if self._documents is not None:
+            self._documents.changed(records)
 
     async def index(self, request: IndexRequest) -> IndexReply:
         record = request.record
@@ -142,6 +149,8 @@ class QueryService:
             log.warning("sidecar %s of a stored event is gone; skipped", event.sidecar_key)
             return
         await self._index.upsert(record, record.metadata or {})
+        if self._documents is not None:
+            self._documents.changed([record])
         # A DELETE may have removed the instance while its sidecar was being read: the store
         # removes the index entry, then the objects, then the entry again, so a sidecar gone
         # now means this entry came too late and must go (docs/DURABILITY.md, Deletion).
@@ -244,12 +253,15 @@ async def run(settings: Settings) -> None:
     bus = await Bus.connect(
         settings.nats_url, name="tessera-query", request_timeout=settings.request_timeout
     )
-    service = QueryService(index, blobs)
-    follower: asyncio.Task[None] | None = None
+    documents = SeriesDocuments(index, blobs) if settings.prebuild_metadata else None
+    service = QueryService(index, blobs, documents)
+    background: list[asyncio.Task[None]] = []
     try:
         await bus.ensure_streams(settings.stream_replicas)
         await serve_queries(bus, service)
-        follower = asyncio.create_task(follow_events(bus, service))
+        background.append(asyncio.create_task(follow_events(bus, service)))
+        if documents is not None:
+            background.append(asyncio.create_task(documents.run()))
         log.info("query service ready (%s index)", settings.index_backend)
 
         async def ready() -> bool:
@@ -260,9 +272,9 @@ async def run(settings: Settings) -> None:
         async with serving_metrics(settings.metrics_port, host=settings.host, ready=ready):
             await asyncio.Event().wait()
     finally:
-        if follower is not None:
-            follower.cancel()
+        for task in background:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await follower
+                await task
         await bus.close()
         await index.close()

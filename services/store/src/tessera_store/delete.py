@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from tessera_common.blobstore import BlobStore
 from tessera_common.bus import Bus
 from tessera_common.errors import ErrorCode, TesseraError
-from tessera_common.layout import instance_object_key, sidecar_key
+from tessera_common.layout import METADATA_CACHE_PREFIX, instance_object_key, sidecar_key
 from tessera_common.messages import (
     DeleteReply,
     DeleteRequest,
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 #: The codec's derived objects (services/codec/.../layout.py), keyed by the stored bytes.
 DERIVED_PREFIX = "derived/"
 #: The gateway's study and series metadata documents (services/gateway/.../metadata.py).
-METADATA_CACHE_PREFIX = "cache/metadata/"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
