@@ -20,7 +20,7 @@ from tessera_common.bus import Bus
 from tessera_common.errors import ErrorCode, TesseraError
 from tessera_common.messages import AUDIT_STREAM, AUDIT_SUBJECT, EVENTS_STREAM, AuditEvent
 from tessera_common.settings import Settings
-from tessera_gateway.audit import audit_event, outcome_of
+from tessera_gateway.audit import COUNT_HEADER, AuditTrail, audit_event, outcome_of
 from tessera_gateway.auth import ANONYMOUS, setup_security
 from tessera_gateway.context import BUS
 from tessera_gateway.errors import error_middleware
@@ -90,11 +90,16 @@ async def client(bus: Bus, tmp_path: Path) -> AsyncIterator[Client]:
 
 
 async def events_after(received: list[bytes], count: int) -> list[AuditEvent]:
+    """The events of the messages received (one JSON object per line) once there are ``count``."""
     for _ in range(200):
-        if len(received) >= count:
+        if sum(len(payload.splitlines()) for payload in received) >= count:
             break
         await asyncio.sleep(0.01)
-    return [AuditEvent.model_validate_json(payload) for payload in received]
+    return [
+        AuditEvent.model_validate_json(line)
+        for payload in received
+        for line in payload.splitlines()
+    ]
 
 
 async def test_audit_events_on_nats_without_phi(
@@ -156,7 +161,9 @@ async def test_audit_events_on_nats_without_phi(
         assert "Bearer" not in text and created.key not in text
 
     stored = await bus.jetstream.stream_info(AUDIT_STREAM)
-    assert stored.state.messages == 5, "audit events are kept durably in their own stream"
+    assert stored.state.messages == len(received), (
+        "audit events are kept durably in their own stream"
+    )
     events_stream = await bus.jetstream.stream_info(EVENTS_STREAM)
     assert events_stream.state.messages == 0, "and never in the instance-event stream"
 
@@ -200,3 +207,47 @@ def test_event_keeps_only_valid_uids() -> None:
     )
     assert event.duration_ms == 1.2
     assert "DOE" not in orjson.dumps(event.model_dump()).decode()
+
+
+async def test_events_queued_together_travel_in_one_message(bus: Bus) -> None:
+    """Events queued while a publisher is busy go out together, one JSON object per line,
+    their number in a header; each is acknowledged by the audit stream."""
+    messages: list[tuple[bytes, dict[str, str]]] = []
+
+    async def collect(msg: object) -> None:
+        messages.append((msg.data, msg.headers or {}))  # type: ignore[attr-defined]
+
+    subscription = await bus.client.subscribe(AUDIT_SUBJECT, cb=collect)
+    trail = AuditTrail(bus)
+    await trail.start()
+    try:
+        for n in range(120):
+            trail.record(
+                audit_event(
+                    principal=ANONYMOUS,
+                    action=None,
+                    method="GET",
+                    route=f"/route/{n}",
+                    path_params={},
+                    status=200,
+                    duration=0.001,
+                    source_address="127.0.0.1",
+                )
+            )
+        await trail.close()
+        for _ in range(200):
+            if sum(len(data.splitlines()) for data, _ in messages) >= 120:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await subscription.unsubscribe()
+    routes = [
+        AuditEvent.model_validate_json(line).route
+        for data, _ in messages
+        for line in data.splitlines()
+    ]
+    assert sorted(routes) == sorted(f"/route/{n}" for n in range(120))
+    assert len(messages) < 120 / 10
+    assert all(int(headers[COUNT_HEADER]) == len(data.splitlines()) for data, headers in messages)
+    stream = await bus.jetstream.stream_info(AUDIT_STREAM)
+    assert stream.state.messages == len(messages)
