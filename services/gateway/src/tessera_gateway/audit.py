@@ -15,13 +15,14 @@ stream's consumers (the query service) replay instance events and must not wade 
 audit event per frame request, and JetStream refuses overlapping stream subjects anyway.
 
 Requests never wait for the audit trail: events go through a bounded queue to one publisher
-task, which keeps their order. Each message carries the events queued within ``LINGER_SECONDS`` of its first, one JSON
-object per line (newline-delimited JSON, at most ``BATCH_EVENTS`` or about ``BATCH_BYTES``; header
-``Tessera-Audit-Events``: their number): one message and one acknowledgement per request cost a
-quarter of the frames a gateway serves per second, mostly in the NATS server's stream writes.
-Every event is also written to the ``tessera.audit`` log at once, so an event that cannot be
-published (NATS down for longer than the queue lasts) is still on record; such losses are
-counted in ``tessera_audit_events_total{result="dropped"|"failed"}``.
+task, which keeps their order. A message carries the events queued within ``LINGER_SECONDS``
+of its first (at most ``BATCH_EVENTS``, about ``BATCH_BYTES``), one JSON object per line
+(newline-delimited JSON; header ``Tessera-Audit-Events``: how many). One message and one
+acknowledgement per request cost about a quarter of the frames a gateway serves per second,
+mostly in the NATS server's stream writes. Every event is also written to the
+``tessera.audit`` log at once, so an event that cannot be published (NATS down for longer than
+the queue lasts) is still on record; such losses are counted in
+``tessera_audit_events_total{result="dropped"|"failed"}``.
 """
 
 from __future__ import annotations
