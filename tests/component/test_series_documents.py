@@ -30,7 +30,7 @@ async def test_a_series_document_with_relative_bulk_data_uris(tmp_path: Path) ->
     async with running_archive(tmp_path, LocalBlobs(tmp_path / "objects")) as archive:
         for n in (2, 1, 3):
             assert (await archive.stow(synthetic_instance(1, 1, n))).stored
-        documents = SeriesDocuments(archive.index, archive.blobs)
+        documents = SeriesDocuments(archive.index, archive.blobs, min_instances=1)
         key = await documents.build(S, SERIES)
         assert key == await expected_key(archive.index)
         stored: list[dict[str, Any]] = orjson.loads(await archive.blobs.get(key))
@@ -49,7 +49,11 @@ async def test_builds_wait_until_a_series_is_quiet(tmp_path: Path) -> None:
         assert (await archive.stow(synthetic_instance(1, 1, 1))).stored
         record = _record(S, SERIES)
         documents = SeriesDocuments(
-            archive.index, archive.blobs, quiet_seconds=0.3, longest_wait_seconds=60
+            archive.index,
+            archive.blobs,
+            quiet_seconds=0.3,
+            longest_wait_seconds=60,
+            min_instances=1,
         )
         worker = asyncio.create_task(documents.run())
         try:
@@ -68,7 +72,11 @@ async def test_a_series_that_keeps_changing_is_built_all_the_same(tmp_path: Path
     async with running_archive(tmp_path, LocalBlobs(tmp_path / "objects")) as archive:
         assert (await archive.stow(synthetic_instance(1, 1, 1))).stored
         documents = SeriesDocuments(
-            archive.index, archive.blobs, quiet_seconds=0.3, longest_wait_seconds=0.5
+            archive.index,
+            archive.blobs,
+            quiet_seconds=0.3,
+            longest_wait_seconds=0.5,
+            min_instances=1,
         )
         worker = asyncio.create_task(documents.run())
         try:
@@ -102,9 +110,21 @@ async def test_a_series_that_changed_while_read_is_not_stored(tmp_path: Path) ->
     async with running_archive(tmp_path, LocalBlobs(tmp_path / "objects")) as archive:
         assert (await archive.stow(synthetic_instance(1, 1, 1))).stored
         changing: Any = ChangingIndex(archive.index)
-        assert await SeriesDocuments(changing, archive.blobs).build(S, SERIES) is None
+        assert (
+            await SeriesDocuments(changing, archive.blobs, min_instances=1).build(S, SERIES) is None
+        )
         assert [info async for info in archive.blobs.list("cache/")] == []
 
 
 def _record(study: str, series: str) -> InstanceRecord:
     return InstanceRecord.model_construct(study_uid=study, series_uid=series)
+
+
+async def test_small_series_are_left_to_the_gateway(tmp_path: Path) -> None:
+    async with running_archive(tmp_path, LocalBlobs(tmp_path / "objects")) as archive:
+        for n in (1, 2):
+            assert (await archive.stow(synthetic_instance(1, 1, n))).stored
+        documents = SeriesDocuments(archive.index, archive.blobs, min_instances=3)
+        assert await documents.build(S, SERIES) is None
+        assert (await archive.stow(synthetic_instance(1, 1, 3))).stored
+        assert await documents.build(S, SERIES) == await expected_key(archive.index)

@@ -40,6 +40,7 @@ from tessera_common.layout import (
 from tessera_common.messages import contents_digest
 from tessera_gateway.mediatype import parse_content_type
 from tessera_gateway.multipart import iter_parts
+from tessera_query.documents import MIN_INSTANCES
 
 pytestmark = pytest.mark.slow
 plugins.register()
@@ -494,16 +495,20 @@ def test_series_metadata_cache_etag_and_gzip(
 def test_series_metadata_built_ahead_is_what_the_first_request_gets(
     tessera: RunningTessera,
 ) -> None:
-    """A few seconds after a series changed, the query service has stored its document with
-    root-relative BulkDataURIs; the first request is answered from it, with this root."""
+    """A few seconds after a series (of at least ``MIN_INSTANCES``) changed, the query service
+    has stored its document with root-relative BulkDataURIs; the first request is answered
+    from it, with this root."""
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    data = buffer.getvalue()
-    assert stow(tessera.root, [data]).status_code == 200
-    contents = contents_digest([(ds.SOPInstanceUID, hashlib.sha256(data).hexdigest())])
+    instances: list[tuple[str, bytes]] = []
+    for number in range(1, MIN_INSTANCES + 1):
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.InstanceNumber = number
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        instances.append((ds.SOPInstanceUID, buffer.getvalue()))
+    assert stow(tessera.root, [data for _, data in instances]).status_code == 200
+    contents = contents_digest((uid, hashlib.sha256(data).hexdigest()) for uid, data in instances)
     relative = (
         tessera.data_dir
         / "objects"
@@ -520,18 +525,19 @@ def test_series_metadata_built_ahead_is_what_the_first_request_gets(
     while not relative.exists():
         assert time.monotonic() < deadline, "no series document was built ahead"
         time.sleep(0.2)
-    (document,) = orjson.loads(relative.read_bytes())
-    assert document["7FE00010"]["BulkDataURI"].startswith("studies/")
+    documents = orjson.loads(relative.read_bytes())
+    assert len(documents) == MIN_INSTANCES
+    assert documents[0]["7FE00010"]["BulkDataURI"].startswith("studies/")
     # Marked, to tell the document built ahead from one the gateway would build itself.
-    document["00204000"] = {"vr": "LT", "Value": ["built ahead"]}
-    relative.write_bytes(orjson.dumps([document]))
+    documents[0]["00204000"] = {"vr": "LT", "Value": ["built ahead"]}
+    relative.write_bytes(orjson.dumps(documents))
 
     series = f"{tessera.root}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
-    (first,) = requests.get(f"{series}/metadata", headers={"Accept-Encoding": "identity"}).json()
-    assert first["00204000"]["Value"] == ["built ahead"]
-    assert first["7FE00010"]["BulkDataURI"].startswith(f"{tessera.root}/studies/")
+    first = requests.get(f"{series}/metadata", headers={"Accept-Encoding": "identity"}).json()
+    assert first[0]["00204000"]["Value"] == ["built ahead"]
+    assert first[0]["7FE00010"]["BulkDataURI"].startswith(f"{tessera.root}/studies/")
     zipped = requests.get(f"{series}/metadata", headers={"Accept-Encoding": "gzip"})
-    assert zipped.json() == [first]
+    assert zipped.json() == first
 
 
 # --- errors and WADO-URI ---------------------------------------------------------------------
